@@ -1,0 +1,1 @@
+"""Pure sync rules: no Airflow, no network. See docs/ARCHITECTURE.md."""

@@ -1,0 +1,1 @@
+"""Loopback sandboxes that speak the real Exchange (EWS) and Salesforce wire protocols."""
