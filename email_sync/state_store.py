@@ -1,0 +1,265 @@
+"""The sync state store: watermarks, the Task ledger, files, per-email outcomes, run summaries.
+
+Plain SQLAlchemy over the SQL in ``include/sql/`` so the same code runs on SQLite (the quick
+start) and PostgreSQL (production). No Airflow import: the Airflow hook only turns a
+Connection into an engine URL. The ledger is what makes a sync exactly-once on our side:
+a Task is *claimed* before it is sent, *created* once Salesforce confirms it, and a claimed
+row that never got confirmed is reconciled by the next run (see docs/EXACTLY_ONCE.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "include" / "sql"
+_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_EXPANDING = re.compile(r"\bIN :(\w+)")
+_CHUNK = 500  # bind parameters per IN list; well under SQLite's and PostgreSQL's limits
+
+
+def utc_iso(moment: datetime) -> str:
+    """Fixed-width ISO-8601 UTC text, so comparisons as strings order like datetimes."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime given to the state store")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def message_key(message_id: str) -> str:
+    """Stable, content-free key for an RFC 5322 Message-ID (angle brackets and case ignored)."""
+    normalised = message_id.strip().strip("<>").strip().lower()
+    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()[:32]
+
+
+@cache
+def _queries() -> dict[str, sa.TextClause]:
+    text = (SQL_DIR / "queries.sql").read_text()
+    chunks = _NAME.split(text)[1:]
+    queries: dict[str, sa.TextClause] = {}
+    for name, body in zip(chunks[::2], chunks[1::2], strict=True):
+        statement = sa.text(body.strip().rstrip(";"))
+        expanding = _EXPANDING.findall(body)
+        if expanding:
+            statement = statement.bindparams(*(sa.bindparam(p, expanding=True) for p in expanding))
+        queries[name] = statement
+    return queries
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerClaim:
+    idempotency_key: str
+    message_key: str
+    item_id: str
+    folder: str
+    part: int
+    parts: int
+    email_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    idempotency_key: str
+    message_key: str
+    part: int
+    state: str
+    task_id: str | None
+    attempts: int
+    category_marked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    message_key: str
+    attachment_key: str
+    content_version_id: str
+    content_document_id: str | None
+    linked_task_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    message_key: str
+    outcome: str  # recorded | skipped | failed
+    reason: str | None = None
+    detail: str | None = None
+
+
+class StateStore:
+    """Repository over the state database; every method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> StateStore:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            # Airflow tasks of one job may run in different processes: wait for the lock.
+            kwargs["connect_args"] = {"timeout": 30}
+        return cls(sa.create_engine(url, future=True, **kwargs))
+
+    def create_schema(self) -> None:
+        statements = [s.strip() for s in (SQL_DIR / "schema.sql").read_text().split(";")]
+        with self.engine.begin() as conn:
+            for statement in statements:
+                body = "\n".join(l for l in statement.splitlines() if not l.strip().startswith("--"))
+                if body.strip():
+                    conn.exec_driver_sql(body)
+
+    # -- plumbing -------------------------------------------------------------------
+    def _run(self, name: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
+        if isinstance(params, Sequence) and not params:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(_queries()[name], params)
+
+    def _select(self, name: str, **params: Any) -> list[sa.Row[Any]]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(_queries()[name], params))
+
+    def _select_in(self, name: str, keys: Iterable[str], **params: Any) -> list[sa.Row[Any]]:
+        unique = sorted(set(keys))
+        rows: list[sa.Row[Any]] = []
+        for start in range(0, len(unique), _CHUNK):
+            rows += self._select(name, message_keys=unique[start:start + _CHUNK], **params)
+        return rows
+
+    @staticmethod
+    def _now() -> str:
+        return utc_iso(datetime.now(UTC))
+
+    # -- watermarks -----------------------------------------------------------------
+    def watermark(self, job_id: str) -> datetime | None:
+        rows = self._select("get_watermark", job_id=job_id)
+        return from_iso(rows[0].synced_through) if rows else None
+
+    def advance_watermark(self, job_id: str, through: datetime, run_id: str) -> None:
+        """Move the job's watermark forward (never back: a backfill must not rewind it)."""
+        self._run("advance_watermark", {"job_id": job_id, "synced_through": utc_iso(through),
+                                        "run_id": run_id, "now": self._now()})
+
+    # -- ledger ---------------------------------------------------------------------
+    def claim(self, job_id: str, run_id: str, claims: Sequence[LedgerClaim]) -> None:
+        now = self._now()
+        self._run("claim", [
+            {"idempotency_key": c.idempotency_key, "job_id": job_id, "message_key": c.message_key,
+             "item_id": c.item_id, "folder": c.folder, "part": c.part, "parts": c.parts,
+             "run_id": run_id, "email_at": utc_iso(c.email_at), "now": now}
+            for c in claims
+        ])
+
+    def mark_created(self, created: Mapping[str, str]) -> None:
+        """``created``: idempotency key → Salesforce Task id."""
+        now = self._now()
+        self._run("mark_created", [{"idempotency_key": k, "task_id": v, "now": now} for k, v in created.items()])
+
+    def mark_failed(self, failed: Mapping[str, tuple[str, str]]) -> None:
+        """``failed``: idempotency key → (Salesforce error code, message)."""
+        now = self._now()
+        self._run("mark_failed", [
+            {"idempotency_key": k, "error_code": code[:64], "error_message": message[:1000], "now": now}
+            for k, (code, message) in failed.items()
+        ])
+
+    def mark_category(self, job_id: str, message_keys: Iterable[str]) -> None:
+        now = self._now()
+        self._run("mark_category", [{"job_id": job_id, "message_key": k, "now": now} for k in set(message_keys)])
+
+    def ledger(self, job_id: str, message_keys: Iterable[str]) -> list[LedgerRow]:
+        return [
+            LedgerRow(r.idempotency_key, r.message_key, r.part, r.state, r.task_id, r.attempts,
+                      bool(r.category_marked))
+            for r in self._select_in("ledger_for_messages", message_keys, job_id=job_id)
+        ]
+
+    def recorded_since(self, job_id: str, message_keys: Iterable[str], since: datetime) -> dict[str, datetime]:
+        """Which of these messages this job recorded with an email time at or after ``since``."""
+        rows = self._select_in("recorded_since", message_keys, job_id=job_id, since=utc_iso(since))
+        return {r.message_key: from_iso(r.email_at) for r in rows}
+
+    def retryable(self, job_id: str, max_attempts: int) -> list[tuple[str, str, str]]:
+        """(message_key, item_id, folder) of emails whose Tasks are not confirmed yet."""
+        rows = self._select("retryable", job_id=job_id, max_attempts=max_attempts)
+        return [(r.message_key, r.item_id, r.folder) for r in rows]
+
+    def unmarked(self, job_id: str) -> list[tuple[str, str]]:
+        """(message_key, item_id) of recorded emails whose CRM category is not written yet."""
+        return [(r.message_key, r.item_id) for r in self._select("unmarked", job_id=job_id)]
+
+    # -- files ----------------------------------------------------------------------
+    def files(self, job_id: str, message_keys: Iterable[str]) -> list[FileRow]:
+        return [
+            FileRow(r.message_key, r.attachment_key, r.content_version_id, r.content_document_id, r.linked_task_id)
+            for r in self._select_in("files_for_messages", message_keys, job_id=job_id)
+        ]
+
+    def record_file(self, job_id: str, message_key_: str, attachment_key: str, content_version_id: str,
+                    content_document_id: str | None) -> None:
+        self._run("record_file", {"job_id": job_id, "message_key": message_key_, "attachment_key": attachment_key,
+                                  "content_version_id": content_version_id,
+                                  "content_document_id": content_document_id, "now": self._now()})
+
+    def link_files(self, job_id: str, links: Iterable[tuple[str, str, str]]) -> None:
+        """``links``: (message_key, attachment_key, task_id) now linked in Salesforce."""
+        now = self._now()
+        self._run("link_file", [
+            {"job_id": job_id, "message_key": m, "attachment_key": a, "task_id": t, "now": now}
+            for m, a, t in links
+        ])
+
+    # -- outcomes and runs ------------------------------------------------------------
+    def record_outcomes(self, job_id: str, run_id: str, outcomes: Iterable[Outcome]) -> None:
+        now = self._now()
+        self._run("record_outcome", [
+            {"run_id": run_id, "job_id": job_id, "message_key": o.message_key, "outcome": o.outcome,
+             "reason": o.reason, "detail": (o.detail or None) and o.detail[:1000], "now": now}
+            for o in outcomes
+        ])
+
+    def outcomes(self, job_id: str, run_id: str) -> list[Outcome]:
+        return [Outcome(r.message_key, r.outcome, r.reason, r.detail)
+                for r in self._select("outcomes_for_run", job_id=job_id, run_id=run_id)]
+
+    def start_run(self, job_id: str, run_id: str, start: datetime, end: datetime) -> None:
+        self._run("start_run", {"job_id": job_id, "run_id": run_id, "interval_start": utc_iso(start),
+                                "interval_end": utc_iso(end), "now": self._now()})
+
+    def finish_run(self, job_id: str, run_id: str, status: str, counts: Mapping[str, Any]) -> None:
+        self._run("finish_run", {"job_id": job_id, "run_id": run_id, "status": status,
+                                 "counts": json.dumps(counts, sort_keys=True), "now": self._now()})
+
+    def run(self, job_id: str, run_id: str) -> dict[str, Any] | None:
+        rows = self._select("get_run", job_id=job_id, run_id=run_id)
+        return _run_dict(rows[0]) if rows else None
+
+    def latest_runs(self) -> list[dict[str, Any]]:
+        return [_run_dict(r) for r in self._select("latest_runs")]
+
+    # -- cache ----------------------------------------------------------------------
+    def cache_get(self, key: str) -> Any | None:
+        rows = self._select("cache_get", cache_key=key, now=self._now())
+        return json.loads(rows[0].value) if rows else None
+
+    def cache_put(self, key: str, value: Any, ttl: timedelta) -> None:
+        self._run("cache_put", {"cache_key": key, "value": json.dumps(value),
+                                "expires_at": utc_iso(datetime.now(UTC) + ttl)})
+
+
+def _run_dict(row: sa.Row[Any]) -> dict[str, Any]:
+    data = dict(row._mapping)
+    data["counts"] = json.loads(data["counts"]) if data.get("counts") else {}
+    return data

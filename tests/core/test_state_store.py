@@ -1,0 +1,100 @@
+"""The state store on SQLite and PostgreSQL: watermarks, ledger, files, outcomes, cache."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from email_sync.state_store import LedgerClaim, Outcome, StateStore, message_key
+from tests.state_backends import state_url
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    gen = state_url(request.param, tmp_path)
+    url = next(gen)
+    store = StateStore.from_url(url)
+    store.create_schema()
+    store.create_schema()  # idempotent
+    yield store
+    store.engine.dispose()
+    gen.close()
+
+
+def claim(key: str, msg: str, part: int = 1, parts: int = 1, at: datetime = T0) -> LedgerClaim:
+    return LedgerClaim(key, message_key(msg), f"item-{msg}", "Inbox", part, parts, at)
+
+
+def test_watermark_only_moves_forward(store):
+    assert store.watermark("alice") is None
+    store.advance_watermark("alice", T0, "run1")
+    store.advance_watermark("alice", T0 - timedelta(days=3), "backfill")
+    assert store.watermark("alice") == T0
+    store.advance_watermark("alice", T0 + timedelta(hours=1), "run2")
+    assert store.watermark("alice") == T0 + timedelta(hours=1)
+    assert store.watermark("bob") is None
+
+
+def test_ledger_claim_create_fail_and_retry(store):
+    store.claim("alice", "r1", [claim("k1", "<a@x>"), claim("k2", "<b@x>"), claim("k3", "<c@x>")])
+    store.mark_created({"k1": "00T000000000001AAA"})
+    store.mark_failed({"k2": ("STRING_TOO_LONG", "Subject: data value too large")})
+    rows = {r.idempotency_key: r for r in store.ledger("alice", [message_key("<a@x>"), message_key("<b@x>"), message_key("<c@x>")])}
+    assert rows["k1"].state == "created" and rows["k1"].task_id == "00T000000000001AAA"
+    assert rows["k2"].state == "failed" and rows["k3"].state == "claimed"
+    # failed and unconfirmed emails are retried, a bounded number of times
+    assert {item for _, item, _ in store.retryable("alice", max_attempts=3)} == {"item-<b@x>", "item-<c@x>"}
+    store.claim("alice", "r2", [claim("k2", "<b@x>")])
+    store.claim("alice", "r3", [claim("k2", "<b@x>")])
+    assert {item for _, item, _ in store.retryable("alice", max_attempts=3)} == {"item-<c@x>"}
+    # a created Task is never demoted by a late claim or failure
+    store.claim("alice", "r4", [claim("k1", "<a@x>")])
+    store.mark_failed({"k1": ("X", "late")})
+    (row,) = [r for r in store.ledger("alice", [message_key("<a@x>")])]
+    assert row.state == "created"
+
+
+def test_reply_lookup_and_category_marks(store):
+    store.claim("alice", "r1", [claim("k1", "<a@x>", at=T0 - timedelta(days=12)), claim("k2", "<b@x>", at=T0 - timedelta(days=2))])
+    store.mark_created({"k1": "00T1", "k2": "00T2"})
+    found = store.recorded_since("alice", [message_key("<a@x>"), message_key("<B@X>")], T0 - timedelta(days=10))
+    assert found == {message_key("<b@x>"): T0 - timedelta(days=2)}
+    assert sorted(store.unmarked("alice")) == sorted([(message_key("<a@x>"), "item-<a@x>"), (message_key("<b@x>"), "item-<b@x>")])
+    store.mark_category("alice", [message_key("<a@x>")])
+    assert store.unmarked("alice") == [(message_key("<b@x>"), "item-<b@x>")]
+
+
+def test_ledger_lookups_chunk_large_key_sets(store):
+    claims = [claim(f"k{i}", f"<m{i}@x>") for i in range(1200)]
+    store.claim("alice", "r1", claims)
+    assert len(store.ledger("alice", [c.message_key for c in claims])) == 1200
+
+
+def test_files_outcomes_runs_cache(store):
+    mk = message_key("<a@x>")
+    store.record_file("alice", mk, "att1", "068A", "069A")
+    store.link_files("alice", [(mk, "att1", "00T1")])
+    (f,) = store.files("alice", [mk])
+    assert (f.content_version_id, f.content_document_id, f.linked_task_id) == ("068A", "069A", "00T1")
+
+    store.record_outcomes("alice", "r1", [Outcome(mk, "skipped", "internal_only"), Outcome("m2", "recorded")])
+    store.record_outcomes("alice", "r1", [Outcome(mk, "recorded")])  # a retry overwrites, no duplicate
+    assert {o.message_key: o.outcome for o in store.outcomes("alice", "r1")} == {mk: "recorded", "m2": "recorded"}
+
+    store.start_run("alice", "r1", T0, T0 + timedelta(hours=1))
+    store.finish_run("alice", "r1", "success", {"extracted": 3})
+    assert store.run("alice", "r1")["counts"] == {"extracted": 3}
+    assert [r["run_id"] for r in store.latest_runs()] == ["r1"]
+
+    store.cache_put("describe:Task", {"Subject": 255}, timedelta(hours=1))
+    assert store.cache_get("describe:Task") == {"Subject": 255}
+    store.cache_put("old", 1, timedelta(seconds=-1))
+    assert store.cache_get("old") is None
+
+
+def test_message_key_ignores_brackets_and_case():
+    assert message_key("<ABC@Example.com>") == message_key("abc@example.com")
+    assert len(message_key("x")) == 32
