@@ -199,6 +199,9 @@ def _make_handler(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = f"{server.name}-sandbox/1.0"
+        # Without TCP_NODELAY, small responses on keep-alive connections wait ~40 ms for
+        # delayed ACKs; real servers answer at once, and benchmarks would measure the stall.
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             parts = urlsplit(self.path)
