@@ -9,7 +9,6 @@ row that never got confirmed is reconciled by the next run (see docs/EXACTLY_ONC
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,12 +36,6 @@ def utc_iso(moment: datetime) -> str:
 
 def from_iso(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
-def message_key(message_id: str) -> str:
-    """Stable, content-free key for an RFC 5322 Message-ID (angle brackets and case ignored)."""
-    normalised = message_id.strip().strip("<>").strip().lower()
-    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()[:32]
 
 
 @cache

@@ -1,0 +1,72 @@
+"""Deterministic identities for emails, Tasks and files: what makes the sync exactly-once.
+
+A key depends only on what identifies the thing (job, RFC 5322 Message-ID, part number,
+attachment), never on run, time or Salesforce limits, so a retry, a re-run, Sync Now
+during a scheduled run, and an overlapping backfill all compute the same key; the ledger
+and Salesforce's external-id field then refuse a second copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from email_sync.addresses import normalize_message_id
+from email_sync.models import MailItem
+
+# Task field that carries the key. Define it as Text(40), External ID, Unique.
+IDEMPOTENCY_FIELD = "Email_Sync_Key__c"
+# 40 hex characters = 160 bits of SHA-256: collision-free for any mail volume, short
+# enough for a Text(40) external-id field and the ledger's VARCHAR(64) column.
+IDEMPOTENCY_KEY_LENGTH = 40
+MESSAGE_KEY_LENGTH = 32
+# Bumping the version changes every key: only do it together with a ledger migration.
+_KEY_VERSION = "email-sync/v1"
+_SEP = "\x1f"  # unit separator: cannot occur in a job id or a Message-ID
+
+
+def message_key(message_id: str) -> str:
+    """How the ledger refers to an email: 32 hex of SHA-256 of the normalised Message-ID.
+
+    Normalised = without angle brackets and surrounding space, lower-cased, so EWS and
+    Graph (which present Message-IDs differently) and servers that change case agree.
+    128 bits is ample.
+    """
+    normalized = normalize_message_id(message_id)
+    if normalized is None:
+        raise ValueError("an email needs a Message-ID (or item id) to have a key")
+    return hashlib.sha256(normalized.lower().encode("utf-8")).hexdigest()[:MESSAGE_KEY_LENGTH]
+
+
+def email_identity(item: MailItem) -> str | None:
+    """The id an email's keys are built from: its Message-ID, else its source item id.
+
+    None when neither is usable; classification then skips the email as malformed.
+    """
+    for candidate in (item.message_id, item.item_id):
+        if normalize_message_id(candidate) is not None:
+            return candidate
+    return None
+
+
+def idempotency_key(job_id: str, message_id: str, part: int) -> str:
+    """The Task's external id for (job, email, part); ``part`` is 1-based.
+
+    The part count is deliberately not part of the key: if a describe change ever splits
+    the same email differently, part 1 keeps its identity.
+    """
+    if part < 1:
+        raise ValueError("part numbers start at 1")
+    text = _SEP.join((_KEY_VERSION, job_id, message_key(message_id), str(part)))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:IDEMPOTENCY_KEY_LENGTH]
+
+
+def attachment_key(message_id: str, name: str, size: int, occurrence: int = 0) -> str:
+    """SHA-256 hex (64) identifying one attachment of one email (the ``sync_file`` key).
+
+    Built from what the user sees (file name and size) rather than the source's
+    attachment id, which embeds the item id and changes when an item moves folders in
+    EWS. ``occurrence`` tells apart attachments with the same name and size (0, 1, ...
+    in the email's attachment order).
+    """
+    text = _SEP.join((_KEY_VERSION, message_key(message_id), name, str(size), str(occurrence)))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
