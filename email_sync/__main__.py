@@ -9,30 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from enum import Enum
-from typing import Any, TextIO
+from typing import TextIO
 
 from email_sync.config import Job, JobLoadResult, load_jobs
-from email_sync.settings import JOB_FIELDS, Window
+from email_sync.settings import JOB_FIELDS, format_setting
 
 DEFAULT_CONFIG_DIR = "include/email_sync"
-
-
-def format_value(value: Any) -> str:
-    """A setting value as config would write it (short and unambiguous)."""
-    if value is None:
-        return "null"
-    if isinstance(value, Window):
-        return value.describe()
-    if isinstance(value, Enum):
-        return str(value.value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"
-    return str(value)
 
 
 def print_job(job: Job, out: TextIO) -> None:
@@ -40,7 +22,7 @@ def print_job(job: Job, out: TextIO) -> None:
     print(f"job {job.job_id}  ({job.path})", file=out)
     width = max(len(name) for name in JOB_FIELDS)
     for name in JOB_FIELDS:
-        value = format_value(getattr(job.settings, name))
+        value = format_setting(getattr(job.settings, name))
         print(f"  {name:<{width}}  {value}  [{job.provenance[name]}]", file=out)
     for note in job.notes:
         print(f"  note: {note}", file=out)

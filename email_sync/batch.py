@@ -102,3 +102,27 @@ def write_json(path: Path, payload: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
+    """Staged rows one JSON document per line, written atomically; returns the count.
+
+    Lines keep memory flat: readers stream one email's row at a time.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    count = 0
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, sort_keys=True, ensure_ascii=False))
+            handle.write("\n")
+            count += 1
+    tmp.replace(path)
+    return count
+
+
+def read_jsonl(path: Path) -> Iterator[Any]:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)

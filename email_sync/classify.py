@@ -43,6 +43,7 @@ class SkipReason(StrEnum):
     NOT_DESIGNATED = "not_designated"  # designated mode, no designation, not a reply
     NOT_MATCHED = "not_matched"  # no participant matches a Contact/Lead
     SUBJECT_TOO_LONG = "subject_too_long"  # Subject (with any part suffix) exceeds its field
+    ALREADY_RECORDED = "already_recorded"  # every Task of it exists (an overlap, retry or backfill)
 
 
 @dataclass(frozen=True, slots=True)

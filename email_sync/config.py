@@ -133,8 +133,13 @@ def load_policy(config_dir: Path) -> tuple[Policy, list[JobConfigError]]:
     return policy, [JobConfigError(None, e.field, e.value, e.message, str(path)) for e in errors]
 
 
-def load_jobs(config_dir: str | Path) -> JobLoadResult:
-    """Load and validate every job under ``config_dir``; never raises for bad content."""
+def load_jobs(config_dir: str | Path, only: str | None = None) -> JobLoadResult:
+    """Load and validate every job under ``config_dir``; never raises for bad content.
+
+    ``only`` loads just that job's file (a task run needs its own job, not a thousand):
+    the cross-job mailbox check is then skipped, as the full load made on every DAG-folder
+    parse already refused such jobs.
+    """
     config_dir = Path(config_dir)
     if not config_dir.is_dir():
         error = JobConfigError(None, "(dir)", str(config_dir), "config directory not found", str(config_dir))
@@ -144,6 +149,10 @@ def load_jobs(config_dir: str | Path) -> JobLoadResult:
         return JobLoadResult([], errors, policy.org, policy)
 
     jobs: list[Job] = []
+    if only is not None:
+        path = config_dir / JOBS_DIR / f"{only}.yaml"
+        job, job_errors = load_job(path, policy) if path.is_file() else (None, [])
+        return JobLoadResult([job] if job else [], errors + job_errors, policy.org, policy)
     for path in _job_files(config_dir / JOBS_DIR, errors):
         job, job_errors = load_job(path, policy)
         errors.extend(job_errors)

@@ -525,3 +525,33 @@ def manual_window(
         start = now_utc - timedelta(days=lookback_days)
     start = max(start, now_utc - timedelta(days=max_days))
     return min(start, now_utc), now_utc
+
+
+def run_window(
+    interval: tuple[datetime, datetime] | None,
+    watermark: datetime | None,
+    now: datetime,
+    lookback_days: int,
+    max_days: int = MAX_REACH_DAYS,
+) -> tuple[datetime, datetime]:
+    """The mail window ``(start, end]`` a run syncs, from its data interval and the watermark.
+
+    * No data interval (Sync Now): :func:`manual_window` — since the last successful sync.
+    * A job's first sync (no watermark) reaches ``lookback_days`` before the interval's end,
+      whatever interval Airflow gave (SPEC §2: enabling syncs from now − lookback).
+    * A scheduled run whose interval starts after the watermark (an earlier run failed or
+      was skipped) starts at the watermark instead, so that mail is not lost.
+    * A backfill interval older than the watermark is kept as is (the ledger dedupes).
+
+    Never more than ``max_days`` before ``now`` (SPEC: backfill capped at 30 days).
+    """
+    now_utc = as_utc(now)
+    if interval is None:
+        return manual_window(watermark, now_utc, lookback_days, max_days)
+    start, end = as_utc(interval[0]), as_utc(interval[1])
+    if watermark is None:
+        start = min(start, end - timedelta(days=lookback_days))
+    else:
+        start = min(start, as_utc(watermark))
+    start = max(start, now_utc - timedelta(days=max_days))
+    return min(start, end), end

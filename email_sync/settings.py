@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -491,3 +491,20 @@ def unknown_key_error(path: str, key: Any, value: Any, known: Mapping[str, Any])
 def is_salesforce_user_id(value: str) -> bool:
     """Whether a ``salesforce_user`` value is already a User Id (no lookup needed)."""
     return bool(_SALESFORCE_USER_ID.match(value))
+
+
+def format_setting(value: Any) -> str:
+    """A setting value as config would write it (short and unambiguous): reports and DAG docs."""
+    if value is None:
+        return "null"
+    if isinstance(value, Window):
+        return value.describe()
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(format_setting(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {format_setting(v)}" for k, v in value.items()) + "}"
+    return str(value)

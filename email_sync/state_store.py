@@ -78,8 +78,8 @@ class LedgerRow:
 class FileRow:
     message_key: str
     attachment_key: str
-    content_version_id: str
-    content_document_id: str | None
+    state: str  # claimed | uploaded
+    content_version_id: str | None
     linked_task_id: str | None
 
 
@@ -196,22 +196,25 @@ class StateStore:
     # -- files ----------------------------------------------------------------------
     def files(self, job_id: str, message_keys: Iterable[str]) -> list[FileRow]:
         return [
-            FileRow(r.message_key, r.attachment_key, r.content_version_id, r.content_document_id, r.linked_task_id)
+            FileRow(r.message_key, r.attachment_key, r.state, r.content_version_id, r.linked_task_id)
             for r in self._select_in("files_for_messages", message_keys, job_id=job_id)
         ]
 
-    def record_file(self, job_id: str, message_key_: str, attachment_key: str, content_version_id: str,
-                    content_document_id: str | None) -> None:
-        self._run("record_file", {"job_id": job_id, "message_key": message_key_, "attachment_key": attachment_key,
-                                  "content_version_id": content_version_id,
-                                  "content_document_id": content_document_id, "now": self._now()})
-
-    def link_files(self, job_id: str, links: Iterable[tuple[str, str, str]]) -> None:
-        """``links``: (message_key, attachment_key, task_id) now linked in Salesforce."""
+    def claim_files(self, job_id: str, claims: Iterable[tuple[str, str, str]]) -> None:
+        """``claims``: (message_key, attachment_key, task_id) about to be uploaded."""
         now = self._now()
-        self._run("link_file", [
+        self._run("claim_file", [
             {"job_id": job_id, "message_key": m, "attachment_key": a, "task_id": t, "now": now}
-            for m, a, t in links
+            for m, a, t in claims
+        ])
+
+    def record_files(self, job_id: str, uploaded: Iterable[tuple[str, str, str, str]]) -> None:
+        """``uploaded``: (message_key, attachment_key, task_id, content_version_id) confirmed."""
+        now = self._now()
+        self._run("record_file", [
+            {"job_id": job_id, "message_key": m, "attachment_key": a, "task_id": t,
+             "content_version_id": v, "now": now}
+            for m, a, t, v in uploaded
         ])
 
     # -- outcomes and runs ------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 from exchangelib import Account, FileAttachment, HTMLBody, Message
 from exchangelib.folders import BaseFolder
-from exchangelib.properties import AttachmentId
+from exchangelib.attachments import AttachmentId
 
 from email_sync.models import Address, AttachmentRef, MailItem
 
@@ -101,21 +101,30 @@ class EwsMailSource:
         attachment.parent_item = Message(account=self.account, id=item_id)
         return attachment.content
 
-    def add_category(self, items: Iterable[tuple[str, str | None, tuple[str, ...]]], category: str) -> int:
-        """Add ``category`` to items given as (item_id, change_key, current categories); returns how many changed."""
+    def add_category(self, items: Iterable[tuple[str, str | None, tuple[str, ...]]], category: str) -> list[str]:
+        """Add ``category`` to items given as (item_id, change_key, current categories).
+
+        Returns the ids of the items that now carry it (including those that already did);
+        an item EWS refused is left out and logged by error type, so the caller retries it.
+        One UpdateItem request per ``page_size`` items.
+        """
+        done: list[str] = []
         updates = []
         for item_id, change_key, categories in items:
             if any(c.lower() == category.lower() for c in categories):
+                done.append(item_id)
                 continue
             message = Message(account=self.account, id=item_id, changekey=change_key,
                               categories=[*categories, category])
             updates.append((message, ["categories"]))
         if not updates:
-            return 0
-        errors = [r for r in self.account.bulk_update(updates, chunk_size=self.page_size) if isinstance(r, Exception)]
+            return done
+        results = list(self.account.bulk_update(updates, chunk_size=self.page_size))
+        errors = [r for r in results if isinstance(r, Exception)]
+        done.extend(m.id for (m, _), r in zip(updates, results, strict=True) if not isinstance(r, Exception))
         if errors:
             log.warning("CRM category not written on %d item(s): %s", len(errors), type(errors[0]).__name__)
-        return len(updates) - len(errors)
+        return done
 
 
 def _address(mailbox: Any) -> Address | None:
@@ -129,7 +138,10 @@ def _addresses(mailboxes: Iterable[Any] | None) -> tuple[Address, ...]:
 
 
 def _utc(value: Any) -> datetime | None:
-    return value.astimezone(UTC) if value is not None else None
+    if value is None:
+        return None
+    # EWSDateTime.astimezone() insists on an EWSTimeZone: go through the POSIX timestamp instead.
+    return datetime.fromtimestamp(value.timestamp(), tz=UTC)
 
 
 def to_mail_item(message: Any, folder: str) -> MailItem:

@@ -56,20 +56,17 @@ SELECT DISTINCT message_key, item_id FROM sync_ledger
 WHERE job_id = :job_id AND state = 'created' AND category_marked = 0;
 
 -- name: files_for_messages
-SELECT message_key, attachment_key, content_version_id, content_document_id, linked_task_id
+SELECT message_key, attachment_key, state, content_version_id, linked_task_id
 FROM sync_file WHERE job_id = :job_id AND message_key IN :message_keys;
 
--- name: record_file
-INSERT INTO sync_file (job_id, message_key, attachment_key, content_version_id,
-                       content_document_id, updated_at)
-VALUES (:job_id, :message_key, :attachment_key, :content_version_id, :content_document_id, :now)
-ON CONFLICT (job_id, message_key, attachment_key) DO UPDATE SET
-    content_version_id = excluded.content_version_id,
-    content_document_id = excluded.content_document_id,
-    updated_at = excluded.updated_at;
+-- name: claim_file
+INSERT INTO sync_file (job_id, message_key, attachment_key, state, linked_task_id, updated_at)
+VALUES (:job_id, :message_key, :attachment_key, 'claimed', :task_id, :now)
+ON CONFLICT (job_id, message_key, attachment_key) DO NOTHING;
 
--- name: link_file
-UPDATE sync_file SET linked_task_id = :task_id, updated_at = :now
+-- name: record_file
+UPDATE sync_file SET state = 'uploaded', content_version_id = :content_version_id,
+       linked_task_id = :task_id, updated_at = :now
 WHERE job_id = :job_id AND message_key = :message_key AND attachment_key = :attachment_key;
 
 -- name: record_outcome

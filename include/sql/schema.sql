@@ -33,13 +33,15 @@ CREATE TABLE IF NOT EXISTS sync_ledger (
 CREATE INDEX IF NOT EXISTS ix_sync_ledger_message ON sync_ledger (job_id, message_key);
 CREATE INDEX IF NOT EXISTS ix_sync_ledger_state ON sync_ledger (job_id, state);
 
--- Files uploaded for an email's attachments (ContentVersion) and where they are linked.
+-- Files uploaded for an email's attachments (ContentVersion with FirstPublishLocationId = the
+-- Task, which links it). A row is *claimed* before the upload is sent and *uploaded* once
+-- Salesforce confirmed it. A claimed row is reconciled against Salesforce by the next attempt.
 CREATE TABLE IF NOT EXISTS sync_file (
     job_id              VARCHAR(100) NOT NULL,
     message_key         VARCHAR(64)  NOT NULL,
     attachment_key      VARCHAR(64)  NOT NULL,
-    content_version_id  VARCHAR(18)  NOT NULL,
-    content_document_id VARCHAR(18),
+    state               VARCHAR(16)  NOT NULL,  -- claimed | uploaded
+    content_version_id  VARCHAR(18),
     linked_task_id      VARCHAR(18),
     updated_at          VARCHAR(32)  NOT NULL,
     PRIMARY KEY (job_id, message_key, attachment_key)

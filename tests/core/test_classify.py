@@ -171,6 +171,7 @@ def test_classify(case: Case) -> None:
 def test_every_skip_reason_is_covered() -> None:
     covered = {c.reason for c in CASES} | {SkipReason.NOT_MATCHED}  # below
     covered.add(SkipReason.SUBJECT_TOO_LONG)  # tests/core/test_tasks.py
+    covered.add(SkipReason.ALREADY_RECORDED)  # the pipeline: tests/dags/test_sync_pipeline.py (backfill, Sync Now)
     assert covered - {None} == set(SkipReason)
 
 

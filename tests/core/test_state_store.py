@@ -76,10 +76,13 @@ def test_ledger_lookups_chunk_large_key_sets(store):
 
 def test_files_outcomes_runs_cache(store):
     mk = message_key("<a@x>")
-    store.record_file("alice", mk, "att1", "068A", "069A")
-    store.link_files("alice", [(mk, "att1", "00T1")])
+    store.claim_files("alice", [(mk, "att1", "00T1")])
     (f,) = store.files("alice", [mk])
-    assert (f.content_version_id, f.content_document_id, f.linked_task_id) == ("068A", "069A", "00T1")
+    assert (f.state, f.content_version_id, f.linked_task_id) == ("claimed", None, "00T1")
+    store.record_files("alice", [(mk, "att1", "00T1", "068A")])
+    store.claim_files("alice", [(mk, "att1", "00T1")])  # a second claim never resets an upload
+    (f,) = store.files("alice", [mk])
+    assert (f.state, f.content_version_id, f.linked_task_id) == ("uploaded", "068A", "00T1")
 
     store.record_outcomes("alice", "r1", [Outcome(mk, "skipped", "internal_only"), Outcome("m2", "recorded")])
     store.record_outcomes("alice", "r1", [Outcome(mk, "recorded")])  # a retry overwrites, no duplicate

@@ -1,0 +1,32 @@
+"""Email sync: one DAG per sync job (``email_sync__<job>``) from ``include/email_sync``.
+
+Invalid jobs appear as paused ``email_sync__<job>`` DAGs tagged ``config-error`` whose
+description names the job, field and value; valid jobs are unaffected. A task run parses
+only its own DAG (``get_parsing_context``). ``EMAIL_SYNC_CONFIG_DIR`` overrides the config
+directory (tests, the demo, the benchmarks).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from airflow.sdk import get_parsing_context
+
+from dag_factory.sync_dags import DAG_PREFIX, build_error_dag, build_sync_dag, dag_id_for
+from email_sync.config import load_jobs
+
+CONFIG_DIR = os.environ.get("EMAIL_SYNC_CONFIG_DIR") or str(Path(__file__).resolve().parent.parent / "include" / "email_sync")
+
+_wanted = get_parsing_context().dag_id
+_loaded = load_jobs(CONFIG_DIR, only=_wanted[len(DAG_PREFIX):] if _wanted and _wanted.startswith(DAG_PREFIX) else None)
+
+for _job in _loaded.jobs:
+    globals()[dag_id_for(_job.job_id)] = build_sync_dag(_job, CONFIG_DIR)
+
+_errors_by_job: dict[str, list] = {}
+for _error in _loaded.errors:
+    _errors_by_job.setdefault(_error.job_id or "policy", []).append(_error)
+for _job_id, _errors in _errors_by_job.items():
+    if dag_id_for(_job_id) not in globals():
+        globals()[dag_id_for(_job_id)] = build_error_dag(_job_id, _errors)

@@ -1,0 +1,1 @@
+"""The email sync's operators: thin Airflow shells over ``email_sync.steps``."""
