@@ -35,6 +35,12 @@ class FaultRule:
     status: int = 503
     delay: float = 0.0
     retry_after: float | None = None  # seconds; Retry-After / BackOffMilliseconds
+    # Fault *after* the request took effect: the server applies it, then drops / delays /
+    # errors, so the client never learns it succeeded (a worker dying mid-call).
+    after: bool = False
+    # What ``nth`` counts: calls of this operation, or every counted call of the sandbox
+    # ("kill at the k-th external call of a run").
+    position: str = "operation"
     fired: int = field(default=0)
 
     def matches(self, operation: str) -> bool:
@@ -102,8 +108,12 @@ class FaultInjector:
         with self._lock:
             return list(self._rules)
 
-    def check(self, operation: str, call_number: int) -> FaultRule | None:
-        """Return the first rule that fires for this call, recording the firing."""
+    def check(self, operation: str, call_number: int, total_number: int | None = None) -> FaultRule | None:
+        """Return the first rule that fires for this call, recording the firing.
+
+        ``call_number`` is the call's number for its operation, ``total_number`` across all
+        operations (rules with ``position="total"``).
+        """
         with self._lock:
             for rule in self._rules:
                 if not rule.matches(operation):
@@ -111,7 +121,8 @@ class FaultInjector:
                 if rule.times is not None and rule.fired >= rule.times:
                     continue
                 if rule.nth is not None:
-                    fires = call_number == rule.nth
+                    number = total_number if rule.position == "total" and total_number is not None else call_number
+                    fires = number == rule.nth
                 else:
                     fires = rule.rate > 0 and self._random.random() < rule.rate
                 if fires:

@@ -164,7 +164,15 @@ class SandboxServer:
         operation = self.operation(request)
         if operation is not None:
             number = self.calls.hit(operation)
-            rule = self.faults.check(operation, number)
+            rule = self.faults.check(operation, number, self.calls.total)
+            if rule is not None and rule.after:
+                response = self.dispatch(request, operation)  # the request takes effect ...
+                if rule.kind is FaultKind.LATENCY:
+                    time.sleep(rule.delay)
+                    return response
+                if rule.kind is FaultKind.DROP:  # ... and the answer is lost
+                    raise _DropConnection
+                return self.fault_response(operation, rule)
             if rule is not None:
                 if rule.kind is FaultKind.LATENCY:
                     time.sleep(rule.delay)

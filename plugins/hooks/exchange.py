@@ -35,8 +35,23 @@ from exchangelib import (
     OAuth2Credentials,
     Version,
 )
+from exchangelib.errors import UnauthorizedError
 
 _AUTH_TYPES = {"basic": BASIC, "ntlm": NTLM, "oauth2": OAUTH2}
+
+
+class AuthFailFastTolerance(FaultTolerance):
+    """exchangelib's FaultTolerance, except that HTTP 401 is not retried.
+
+    FaultTolerance treats a 401 as throttling and waits (60 s, then up to ``max_wait``); a
+    wrong password or an expired token would stall every task. Real throttling arrives as
+    ErrorServerBusy with BackOffMilliseconds, which is still retried.
+    """
+
+    def raise_response_errors(self, response: Any) -> Any:
+        if response.status_code == 401:
+            raise UnauthorizedError(f"Exchange refused the credentials (HTTP 401) for {response.url}")
+        return super().raise_response_errors(response)
 _ACCESS_TYPES = {"delegate": DELEGATE, "impersonation": IMPERSONATION}
 
 
@@ -95,7 +110,7 @@ class ExchangeHook(BaseHook):
             credentials=credentials,
             auth_type=_AUTH_TYPES[s["auth_type"]],
             version=version,
-            retry_policy=FaultTolerance(max_wait=s["max_wait"]),
+            retry_policy=AuthFailFastTolerance(max_wait=s["max_wait"]),
         )
 
     def get_account(self, mailbox: str) -> Account:

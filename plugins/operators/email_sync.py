@@ -101,12 +101,38 @@ class EmailSyncOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         ctx = self.run_context(context)
-        counts = self.run_step(ctx, context)
+        try:
+            counts = self.run_step(ctx, context)
+        except Exception as exc:
+            reason = _permanent_failure(exc)
+            if reason is None:
+                raise  # transient: Airflow retries the task with exponential backoff
+            raise AirflowFailException(f"email sync {self.job_id}, step {self.step}: {reason}") from exc
         self.log.info("%s: %s", self.step, counts)
         return counts
 
     def run_step(self, ctx: RunContext, context: Any) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def _permanent_failure(exc: Exception) -> str | None:
+    """A message when retrying cannot help (credentials, org setup, API budget); else None.
+
+    Such failures fail the run at once with nothing marked done: the ledger only holds
+    claims, the watermark does not move, and the next run starts from the same place.
+    """
+    from exchangelib.errors import UnauthorizedError
+
+    from email_sync.crm.salesforce import AuthenticationFailed, BudgetExhausted, MissingExternalIdField
+    from email_sync.steps import ConfigurationProblem
+
+    if isinstance(exc, AuthenticationFailed | UnauthorizedError):
+        return f"authentication failed ({exc}); fix the Connection's credentials"
+    if isinstance(exc, BudgetExhausted):
+        return f"Salesforce API budget: {exc}"
+    if isinstance(exc, MissingExternalIdField | ConfigurationProblem):
+        return str(exc)
+    return None
 
 
 def _interval(context: Any) -> tuple[datetime, datetime] | None:

@@ -1,0 +1,1 @@
+from tests.sync_world import sync_world  # noqa: F401  (fixture)
