@@ -15,6 +15,7 @@ from sandbox.demo_data import SERVICE_ACCOUNT
 from sandbox.ews import EwsSandbox
 from sandbox.salesforce import SalesforceSandbox
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EWS_VERSION = "15.1.2507.0"  # Exchange 2016 CU; given explicitly so no request is spent detecting it
 
 
@@ -67,3 +68,18 @@ class SandboxStack:
                for conn_id, conn in self.connections(state_db, **kwargs).items()}
         env["EMAIL_SYNC_STAGING_DIR"] = str(staging_dir)
         return env
+
+
+def local_airflow_env(airflow_home: Path) -> dict[str, str]:
+    """Environment of a private local Airflow on SQLite running this project's DAGs and plugins.
+
+    Used by the demo, the tests and the benchmarks, so all three run the same Airflow setup.
+    """
+    return {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    }

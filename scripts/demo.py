@@ -29,13 +29,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
 
 def airflow_env(extra: dict[str, str]) -> dict[str, str]:
+    from sandbox.stack import local_airflow_env
+
     env = dict(os.environ)
     env.update({
-        "AIRFLOW_HOME": str(AIRFLOW_HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db",
+        **local_airflow_env(AIRFLOW_HOME),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")]),
         **extra,

@@ -16,19 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.stack import local_airflow_env  # imports no Airflow: safe before the environment is set
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="email-sync-test-airflow-"))
 
-os.environ.update(
-    {
-        "AIRFLOW_HOME": str(AIRFLOW_HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-    }
-)
+os.environ.update(local_airflow_env(AIRFLOW_HOME))
 if str(PROJECT_ROOT / "plugins") not in sys.path:
     sys.path.append(str(PROJECT_ROOT / "plugins"))
 

@@ -37,15 +37,7 @@ import requests
 from airflow.providers.salesforce.hooks.salesforce import SalesforceHook
 from simple_salesforce import Salesforce, api
 
-
-class PinnedCASession(requests.Session):
-    """A requests.Session whose explicitly set ``verify`` wins over REQUESTS_CA_BUNDLE (psf/requests#3829)."""
-
-    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
-        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        if verify is None and self.verify not in (True, None):
-            settings["verify"] = self.verify
-        return settings
+from email_sync.crm.http import PinnedCASession
 
 
 class SalesforceSessionHook(SalesforceHook):

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode
 
-import requests
 
+from email_sync.crm.http import PinnedCASession
 from sandbox.faults import FaultKind, FaultRule
 from sandbox.salesforce import bulk, soql
 from sandbox.salesforce.org import (
@@ -924,20 +924,6 @@ class SalesforceSandbox(SandboxServer):
                 return Response.json({"ok": True})
             return Response.json([rule.to_dict() for rule in org.record_faults])
         return super()._control(request)
-
-
-class PinnedCASession(requests.Session):
-    """A requests.Session whose explicit ``verify`` (CA bundle path) wins.
-
-    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override ``session.verify``
-    (psf/requests#3829), which would make clients ignore the sandbox CA on machines that set them.
-    """
-
-    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
-        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        if verify is None and self.verify not in (True, None):
-            settings["verify"] = self.verify
-        return settings
 
 
 def _has_key(data: dict[str, Any], name: str) -> bool:
