@@ -184,3 +184,12 @@ def test_designation_by_smart_address_alone(sync_world):
     assert smart
     subjects = {t["Subject"] for t in sync_world.tasks("bob@example.com")}
     assert all(m.subject in subjects for m in smart)
+
+
+def test_mode_off_syncs_nothing_and_calls_nobody(sync_world):
+    sync_world.write_config({"alice": {"mode": "off", "mailbox": "alice@example.com",
+                                       "salesforce_user": "alice@example.com"}})
+    assert sync_world.dag("alice").is_paused_upon_creation
+    sync_world.run("alice")
+    assert sync_world.tasks() == []
+    assert sync_world.stack.salesforce.calls.total == 0 and sync_world.stack.ews.calls.total == 0
