@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from email_sync.attachments import select_attachments
 from email_sync.batch import read_json, read_jsonl, read_mail, write_json, write_jsonl, write_mail
 from email_sync.classify import Decision, SkipReason, classify, compile_rules, finalize
+from email_sync.crm.salesforce import FileUpload
 from email_sync.keys import IDEMPOTENCY_FIELD, email_identity, message_key
 from email_sync.matching import (
     RecordIndex,
@@ -54,6 +55,12 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5  # an email whose Task Salesforce keeps refusing is retried by this many runs
 METADATA_TTL = timedelta(hours=24)  # describe and owner ids are cached this long
 STAGING_RETENTION = timedelta(days=7)  # staged files of failed runs are pruned after this
+UPLOAD_BATCH_BYTES = 25 * 1024 * 1024  # attachment bytes held in memory per upload batch
+UPLOAD_BATCH_FILES = 200  # sObject Collections' limit per call
+# The daily API usage the last Salesforce answer reported (Sforce-Limit-Info), shared by the
+# steps of a run so the budget check costs no extra call; minutes old at most.
+API_USAGE_CACHE = "salesforce:api_usage"
+API_USAGE_TTL = timedelta(minutes=15)
 
 
 class MailSource(Protocol):
@@ -61,7 +68,7 @@ class MailSource(Protocol):
 
     def extract(self, folders: Iterable[str], start: datetime, end: datetime) -> Iterator[Any]: ...
     def fetch(self, refs: Iterable[tuple[str, str]]) -> Iterator[Any]: ...
-    def attachment_content(self, item_id: str, attachment_id: str) -> bytes: ...
+    def attachment_contents(self, attachment_ids: Any) -> list[bytes | Exception]: ...
     def add_category(self, items: Iterable[tuple[str, str | None, tuple[str, ...]]], category: str) -> list[str]: ...
 
 
@@ -73,11 +80,12 @@ class Crm(Protocol):
     def query_many(self, statements: Iterable[str]) -> list[dict[str, Any]]: ...
     def describe_fields(self, sobject: str) -> list[dict[str, Any]]: ...
     def user_id(self, user: str) -> str: ...
-    def check_budget(self, needed_calls: int, reserve: int) -> None: ...
+    def check_budget(self, needed_calls: int, reserve: int, known: Any = None) -> None: ...
+    def api_usage(self) -> tuple[int, int] | None: ...
     def upsert_tasks(self, records: Any) -> list[Any]: ...
     def ensure_task_relations(self, pairs: Any, *, check_existing: bool) -> list[Any]: ...
     def find_files(self, task_ids: Any) -> list[dict[str, Any]]: ...
-    def upload_file(self, **kwargs: Any) -> Any: ...
+    def upload_files(self, files: Any) -> list[Any]: ...
 
 
 class ConfigurationProblem(RuntimeError):
@@ -276,6 +284,7 @@ def match(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> dict[st
 
     write_jsonl(ctx.path("tasks.jsonl"), planned())
     store.record_outcomes(ctx.job_id, ctx.run_id, outcomes)
+    _remember_usage(client, store)
     return {**_ints(counts), "salesforce_calls": client.calls}
 
 
@@ -298,7 +307,8 @@ def insert_tasks(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> 
 
     client = crm()
     batches = -(-len(pending) // 200)
-    client.check_budget(batches * 2 if len(pending) <= ctx.org.bulk_threshold else 8, ctx.org.api_reserve)
+    client.check_budget(batches * 2 if len(pending) <= ctx.org.bulk_threshold else 8, ctx.org.api_reserve,
+                        store.cache_get(API_USAGE_CACHE))
     store.claim(ctx.job_id, ctx.run_id, [
         LedgerClaim(t["key"], r["message_key"], r["item_id"], r["folder"], t["part"], t["parts"],
                     datetime.fromisoformat(r["email_at"]))
@@ -324,6 +334,7 @@ def insert_tasks(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> 
         relation_results += client.ensure_task_relations(existing, check_existing=True)
 
     _record_results(ctx, store, rows, {**done, **created}, failed)
+    _remember_usage(client, store)
     counts = {
         "tasks_created": sum(1 for r in results if r.ok and r.created),
         "tasks_updated": sum(1 for r in results if r.ok and not r.created),
@@ -356,9 +367,10 @@ def upload_attachments(ctx: RunContext, source: Callable[[], MailSource], crm: C
                        store: StateStore) -> dict[str, Any]:
     """Upload each recorded email's selected attachments, linked to its (first) Task.
 
-    One attachment is in memory at a time. A file is claimed before its upload; a claim
-    left by a crashed attempt is reconciled against the Task's files in Salesforce (same
-    name, size and position) before anything is sent again.
+    Files travel in batches of at most ``UPLOAD_BATCH_BYTES`` (one EWS GetAttachment and
+    one Salesforce call per batch), so memory holds one batch, never a run's attachments.
+    A file is claimed before its upload; a claim left by a crashed attempt is reconciled
+    against the Task's files in Salesforce (same name and size) before anything is sent again.
     """
     rows = [r for r in read_jsonl(ctx.path("tasks.jsonl")) if r["files"]]
     if not rows:
@@ -379,7 +391,7 @@ def upload_attachments(ctx: RunContext, source: Callable[[], MailSource], crm: C
         return {"files_uploaded": 0, "files_existing": sum(len(r["files"]) for r in rows), "salesforce_calls": 0}
 
     client = crm()
-    client.check_budget(len(work), ctx.org.api_reserve)
+    client.check_budget(1 + len(work) // UPLOAD_BATCH_FILES, ctx.org.api_reserve, store.cache_get(API_USAGE_CACHE))
     reconciled = _reconcile_files(client, [w for w in work if w[3]])
     store.record_files(ctx.job_id, [(r["message_key"], f["key"], t, reconciled[f["key"]])
                                     for r, f, t, _ in work if f["key"] in reconciled])
@@ -387,18 +399,40 @@ def upload_attachments(ctx: RunContext, source: Callable[[], MailSource], crm: C
     store.claim_files(ctx.job_id, [(r["message_key"], f["key"], t) for r, f, t in todo])
     mailbox = source()
     counts: Counter[str] = Counter(files_reconciled=len(reconciled))
-    for row, file, task_id in todo:
-        content = mailbox.attachment_content(row["item_id"], file["attachment_id"])
-        result = client.upload_file(key=file["key"], task_id=task_id, owner_id=None, filename=file["name"],
-                                    content=content, content_type=file["content_type"])
-        del content
-        if result.ok:
-            store.record_files(ctx.job_id, [(row["message_key"], file["key"], task_id, result.id)])
-            counts["files_uploaded"] += 1
-        else:
-            counts["files_failed"] += 1
-            log.warning("job %s: a file was refused by Salesforce: %s", ctx.job_id, result.error_code)
+    for batch in _upload_batches(todo):
+        contents = mailbox.attachment_contents([f["attachment_id"] for _, f, _ in batch])
+        uploads, unreadable = [], 0
+        for (row, file, task_id), content in zip(batch, contents, strict=True):
+            if isinstance(content, Exception):
+                unreadable += 1  # stays claimed: the next attempt reads it again
+                continue
+            uploads.append((row, FileUpload(file["key"], task_id, file["name"], content, file["content_type"])))
+        del contents
+        results = client.upload_files([u for _, u in uploads])
+        store.record_files(ctx.job_id, [(row["message_key"], u.key, u.task_id, res.id)
+                                        for (row, u), res in zip(uploads, results, strict=True) if res.ok])
+        counts["files_uploaded"] += sum(1 for r in results if r.ok)
+        counts["files_failed"] += sum(1 for r in results if not r.ok) + unreadable
+        for refused in (r for r in results if not r.ok):
+            log.warning("job %s: Salesforce refused a file: %s", ctx.job_id, refused.error_code)
+    _remember_usage(client, store)
     return {**_ints(counts), "salesforce_calls": client.calls}
+
+
+def _upload_batches(todo: list[Any], max_bytes: int = UPLOAD_BATCH_BYTES,
+                    max_files: int = UPLOAD_BATCH_FILES) -> Iterator[list[Any]]:
+    """Group files so one EWS read and one Salesforce call carry many, within a memory bound."""
+    batch: list[Any] = []
+    size = 0
+    for entry in todo:
+        file_size = entry[1]["size"]
+        if batch and (size + file_size > max_bytes or len(batch) == max_files):
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += file_size
+    if batch:
+        yield batch
 
 
 def _reconcile_files(client: Crm, claimed: list[tuple[dict[str, Any], dict[str, Any], str, bool]]) -> dict[str, str]:
@@ -566,6 +600,12 @@ def _task_limits(client: Crm, store: StateStore) -> dict[str, FieldLimit]:
             f"Salesforce Task has no external-id field {IDEMPOTENCY_FIELD}: create it as Text(40), "
             "External ID, Unique (docs/CONNECTIONS.md); without it a retry could duplicate Tasks")
     return field_limits_from_describe({"fields": fields})
+
+
+def _remember_usage(client: Crm, store: StateStore) -> None:
+    usage = client.api_usage()
+    if usage is not None:
+        store.cache_put(API_USAGE_CACHE, list(usage), API_USAGE_TTL)
 
 
 def _ints(counts: Counter[str]) -> dict[str, int]:

@@ -31,7 +31,6 @@ the caller reconciles (``ensure_task_relations(check_existing=True)``, ``find_fi
 
 from __future__ import annotations
 
-import base64
 import csv
 import email.utils
 import io
@@ -58,7 +57,6 @@ from email_sync.text import FieldLimit, truncate
 log = logging.getLogger(__name__)
 
 COLLECTION_LIMIT = 200  # records per sObject Collections request (Salesforce's limit)
-MULTIPART_THRESHOLD = 1024 * 1024  # larger files go multipart: base64 in JSON costs 4/3 and a JSON parse
 BULK_MAX_UPLOAD_BYTES = 100_000_000  # Bulk API 2.0 takes 150 MB base64 per job = ~100 MB of CSV
 ID_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _FINAL_JOB_STATES = ("JobComplete", "Failed", "Aborted")
@@ -79,6 +77,18 @@ class RecordResult:
     @property
     def ok(self) -> bool:
         return self.error_code is None
+
+
+@dataclass(frozen=True)
+class FileUpload:
+    """One attachment to publish as a Salesforce File on a Task."""
+
+    key: str  # the attachment key (email_sync.keys.attachment_key)
+    task_id: str
+    filename: str
+    content: bytes
+    content_type: str = "application/octet-stream"
+    owner_id: str | None = None
 
 
 class SalesforceError(Exception):
@@ -131,7 +141,6 @@ class SalesforceCrm:
     ``bulk_poll_max_seconds`` (fewer polls, i.e. API calls, for long jobs).
     """
 
-    multipart_threshold = MULTIPART_THRESHOLD
     # Task fields Salesforce accepts on create but refuses on update (describe: createable, not
     # updateable). An upsert that matches an existing Task fails on them; see upsert_tasks.
     create_only_fields: frozenset[str] = frozenset({"TaskSubtype"})
@@ -214,15 +223,16 @@ class SalesforceCrm:
             return int(usage.used), int(usage.total)
         return None
 
-    def check_budget(self, needed_calls: int, reserve: int) -> None:
+    def check_budget(self, needed_calls: int, reserve: int, known: tuple[int, int] | None = None) -> None:
         """Raise :class:`BudgetExhausted` unless ``needed_calls`` leave ``reserve`` calls of today's allowance.
 
-        Uses the last known usage; without one it reads ``limits`` once (DailyApiRequests).
-        Other integrations share the allowance, so running it dry would break them too.
+        Uses the last usage this client saw, else ``known`` (e.g. what an earlier step of the
+        run saw, a few minutes old), else reads ``limits`` once (DailyApiRequests). Other
+        integrations share the allowance, so running it dry would break them too.
         """
         if needed_calls <= 0:
             return
-        usage = self.api_usage()
+        usage = self.api_usage() or (tuple(known) if known else None)  # type: ignore[assignment]
         if usage is not None:
             used, maximum = usage
             remaining = maximum - used
@@ -432,39 +442,38 @@ class SalesforceCrm:
         return [results[pair] for pair in wanted]
 
     # -- Files -------------------------------------------------------------------------------
-    def upload_file(self, *, key: str, task_id: str, owner_id: str | None, filename: str, content: bytes,
-                    content_type: str) -> RecordResult:
-        """One ContentVersion published on the Task (``FirstPublishLocationId`` links it): one call.
+    def upload_files(self, files: Sequence[FileUpload]) -> list[RecordResult]:
+        """ContentVersions published on their Tasks (``FirstPublishLocationId`` links each file).
 
-        Base64 in JSON up to ``multipart_threshold`` bytes, multipart above it. The result's id
-        is the ContentVersion Id; ContentDocumentId is not in Salesforce's answer (use
-        :meth:`find_files`). A record-level refusal (400, e.g. FILE_SIZE_LIMIT_EXCEEDED) comes
-        back as a failed result; an ambiguous transport failure is not retried (it could
-        create a second file) and raises with ``may_have_been_applied``.
+        One sObject Collections call per 200 files, each content a binary multipart part (no
+        base64); Salesforce accepts up to 500 MB per call, the caller bounds the bytes per call
+        to bound memory. Results in input order, id = the ContentVersion Id (ContentDocumentId
+        is not in the answer: :meth:`find_files`). Record-level refusals (e.g.
+        FILE_SIZE_LIMIT_EXCEEDED) are failed results; an ambiguous transport failure is not
+        retried (it could create second copies) and raises with ``may_have_been_applied``.
         """
-        entity: dict[str, Any] = {"Title": truncate(_title(filename), _TITLE_LIMIT), "PathOnClient": filename,
-                                  "FirstPublishLocationId": task_id}
-        if owner_id:
-            entity["OwnerId"] = owner_id
-        kwargs: dict[str, Any]
-        if len(content) <= self.multipart_threshold:
-            entity["VersionData"] = base64.b64encode(content).decode("ascii")
-            kwargs = {"data": _json_bytes(entity), "headers": {"Content-Type": "application/json"}}
-        else:
-            kwargs = {"files": {
-                "entity_content": (None, json.dumps(entity), "application/json"),
-                "VersionData": (filename, content, content_type or "application/octet-stream"),
-            }}
-        try:
-            answer = self._send("POST", "sobjects/ContentVersion", label="upload file", idempotent=False,
-                                **kwargs).json()
-        except (AuthenticationFailed, BudgetExhausted):
-            raise
-        except SalesforceError as error:
-            if error.status == 400 and error.error_code:
-                return RecordResult(key, None, False, error.error_code, error.sf_message)
-            raise
-        return RecordResult(key, str(answer["id"]), True)
+        results: list[RecordResult] = []
+        for chunk in _chunks(list(files), COLLECTION_LIMIT):
+            records: list[dict[str, Any]] = []
+            binaries: list[tuple[str, tuple[str, bytes, str]]] = []
+            for index, upload in enumerate(chunk, 1):
+                part = f"binaryPart{index}"
+                entity: dict[str, Any] = {
+                    "attributes": {"type": "ContentVersion", "binaryPartName": part,
+                                   "binaryPartNameAlias": "VersionData"},
+                    "Title": truncate(_title(upload.filename), _TITLE_LIMIT), "PathOnClient": upload.filename,
+                    "FirstPublishLocationId": upload.task_id,
+                }
+                if upload.owner_id:
+                    entity["OwnerId"] = upload.owner_id
+                records.append(entity)
+                binaries.append((part, (upload.filename, upload.content,
+                                        upload.content_type or "application/octet-stream")))
+            body = json.dumps({"allOrNone": False, "records": records})
+            answer = self._send("POST", "composite/sobjects", label="upload files", idempotent=False,
+                                files=[("collection", (None, body, "application/json")), *binaries]).json()
+            results.extend(r for r, _ in _collection_results([u.key for u in chunk], answer, "upload files"))
+        return results
 
     # -- transport ------------------------------------------------------------------------------
     def _send(self, method: str, url: str, *, label: str, idempotent: bool, **kwargs: Any) -> requests.Response:

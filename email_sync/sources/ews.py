@@ -10,7 +10,7 @@ at a time on upload.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from exchangelib import Account, FileAttachment, HTMLBody, Message
 from exchangelib.folders import BaseFolder
 from exchangelib.attachments import AttachmentId
+from exchangelib.services import GetAttachment
 
 from email_sync.models import Address, AttachmentRef, MailItem
 
@@ -96,10 +97,18 @@ class EwsMailSource:
                 yield Unreadable(getattr(result, "id", fallback_id), folder, f"unconvertible:{type(exc).__name__}")
 
     # -- attachments and write-back ---------------------------------------------------
-    def attachment_content(self, item_id: str, attachment_id: str) -> bytes:
-        attachment = FileAttachment(attachment_id=AttachmentId(id=attachment_id))
-        attachment.parent_item = Message(account=self.account, id=item_id)
-        return attachment.content
+    def attachment_contents(self, attachment_ids: Sequence[str]) -> list[bytes | Exception]:
+        """Contents of these file attachments, in order: one GetAttachment request for all.
+
+        The caller bounds how many bytes it asks for at once (memory); an attachment EWS
+        refuses comes back as its exception, so one bad file never stops the others.
+        """
+        if not attachment_ids:
+            return []
+        service = GetAttachment(account=self.account, chunk_size=len(attachment_ids))
+        answers = service.call(items=[AttachmentId(id=i) for i in attachment_ids], include_mime_content=False,
+                               body_type=None, filter_html_content=None, additional_fields=None)
+        return [a if isinstance(a, Exception) else (a.content or b"") for a in answers]
 
     def add_category(self, items: Iterable[tuple[str, str | None, tuple[str, ...]]], category: str) -> list[str]:
         """Add ``category`` to items given as (item_id, change_key, current categories).

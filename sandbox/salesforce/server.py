@@ -56,6 +56,8 @@ from sandbox.salesforce.org import (
     normalize_id,
 )
 from sandbox.salesforce.seed import build_org, load_seed
+
+MAX_COLLECTION_BLOB_BYTES = 500 * 1024 * 1024  # sObject Collections: total size of all files per request
 from sandbox.server import Request, Response, SandboxServer
 
 _VERSION_RE = re.compile(r"^v(\d+\.\d)$")
@@ -447,20 +449,26 @@ class SalesforceSandbox(SandboxServer):
         record_id = self.org.insert(obj.name, data, user_id=user, blob=blob)
         return Response.json({"id": record_id, "success": True, "errors": []}, status=201)
 
-    def _multipart(self, request: Request, content_type: str) -> tuple[dict[str, Any], bytes | None]:
+    def _multipart_parts(self, request: Request, content_type: str) -> list[tuple[str, bytes]]:
+        """(part name, payload) of a multipart/form-data body, in order."""
         match = re.search(r'boundary="?([^";]+)"?', content_type)
         if not match:
             raise RequestError(400, "MALFORMED_MULTIPART", "Missing multipart boundary")
         boundary = b"--" + match.group(1).encode()
-        entity: dict[str, Any] | None = None
-        blob: bytes | None = None
+        parts = []
         for chunk in request.body.split(boundary)[1:]:
             if chunk.startswith(b"--"):
                 break
             head, _, payload = chunk.lstrip(b"\r\n").partition(b"\r\n\r\n")
             payload = payload[:-2] if payload.endswith(b"\r\n") else payload
             name_match = re.search(rb'name="([^"]+)"', head)
-            name = name_match.group(1).decode() if name_match else ""
+            parts.append((name_match.group(1).decode() if name_match else "", payload))
+        return parts
+
+    def _multipart(self, request: Request, content_type: str) -> tuple[dict[str, Any], bytes | None]:
+        entity: dict[str, Any] | None = None
+        blob: bytes | None = None
+        for name, payload in self._multipart_parts(request, content_type):
             if name.startswith("entity_"):
                 try:
                     entity = json.loads(payload or b"{}")
@@ -556,6 +564,27 @@ class SalesforceSandbox(SandboxServer):
             raise RequestError(400, "INVALID_FIELD", "No records to process")
         return records, bool(body.get("allOrNone", False))
 
+    def _collection_multipart(self, request: Request) -> tuple[list[Any], bool, dict[str, bytes]]:
+        """sObject Collections with blobs: a JSON part (``collection``) whose records name their
+        binary part (``attributes.binaryPartName``, alias ``VersionData``), then the binary parts."""
+        parts = self._multipart_parts(request, request.headers.get("content-type", ""))
+        json_parts = [payload for name, payload in parts if name in ("collection", "entity_content")]
+        if not json_parts:
+            raise RequestError(400, "MALFORMED_MULTIPART", "Missing the collection part")
+        try:
+            body = json.loads(json_parts[0] or b"{}")
+        except ValueError:
+            raise RequestError(400, "JSON_PARSER_ERROR", "collection part is not valid JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("records"), list) or not body["records"]:
+            raise RequestError(400, "JSON_PARSER_ERROR", "The request body must contain a records array")
+        if len(body["records"]) > MAX_COLLECTION_RECORDS:
+            raise RequestError(400, "EXCEEDED_ID_LIMIT",
+                               "record limit reached. cannot submit more than 200 records into this call")
+        blobs = {name: payload for name, payload in parts if name not in ("collection", "entity_content")}
+        if sum(len(b) for b in blobs.values()) > MAX_COLLECTION_BLOB_BYTES:
+            raise RequestError(400, "EXCEEDED_MAX_SIZE_REQUEST", "The total size of the files exceeds 500 MB")
+        return body["records"], bool(body.get("allOrNone", False)), blobs
+
     @staticmethod
     def _type_of(record: Any, default: str | None = None) -> str:
         if not isinstance(record, dict):
@@ -596,7 +625,11 @@ class SalesforceSandbox(SandboxServer):
         if route.op == "composite.sobjects.get":
             return self._collection_get(request, route)
         if request.method == "POST":
-            records, all_or_none = self._collection_body(request)
+            blobs: dict[str, bytes] = {}
+            if request.headers.get("content-type", "").startswith("multipart/"):
+                records, all_or_none, blobs = self._collection_multipart(request)
+            else:
+                records, all_or_none = self._collection_body(request)
             types = [self._type_of(r) for r in records]
             chunks = sum(1 for i, t in enumerate(types) if i == 0 or types[i - 1] != t)
             if chunks > 10:
@@ -606,7 +639,14 @@ class SalesforceSandbox(SandboxServer):
             def create(position: int, record: dict[str, Any]) -> dict[str, Any]:
                 if _has_key(record, "Id"):
                     raise RecordError("INVALID_FIELD_FOR_INSERT_UPDATE", "cannot specify Id in an insert call", [])
-                record_id = org.insert(types[position], record, user_id=user)
+                attributes = record.get("attributes") or {}
+                blob = None
+                if attributes.get("binaryPartName"):
+                    if attributes.get("binaryPartNameAlias") != "VersionData" or attributes["binaryPartName"] not in blobs:
+                        raise RecordError("INVALID_FIELD", "binaryPartName must name a binary part and "
+                                          "binaryPartNameAlias the blob field (VersionData)", [])
+                    blob = blobs[attributes["binaryPartName"]]
+                record_id = org.insert(types[position], record, user_id=user, blob=blob)
                 return {"id": record_id, "success": True, "errors": []}
 
             return Response.json(self._run_collection(records, all_or_none, create))

@@ -17,6 +17,7 @@ from simple_salesforce import Salesforce
 
 from email_sync.crm.salesforce import (
     AuthenticationFailed,
+    FileUpload,
     BudgetExhausted,
     MissingExternalIdField,
     RecordResult,
@@ -334,28 +335,34 @@ class Spy:
         return self._send(request, **kwargs)
 
 
-def test_upload_file_links_it_to_the_task(sandbox):
+def test_upload_files_links_them_to_their_tasks_in_one_call(sandbox):
     crm, _ = make_crm(sandbox)
     task_id = crm.upsert_tasks([task(key("files"))])[0].id
     spy = Spy(crm._sf.session)
     crm.calls = 0
     before = sandbox.calls.snapshot()
     small = b"%PDF-1.4 small quote" * 10
-    big = bytes(range(256)) * (3 * 1024 * 1024 // 256)  # 3 MB: multipart
-    first = crm.upload_file(key="att-1", task_id=task_id, owner_id=None, filename="Quote 2026.pdf", content=small,
-                            content_type="application/pdf")
-    second = crm.upload_file(key="att-2", task_id=task_id, owner_id=sandbox.org.default_user_id,
-                             filename="scan.tiff", content=big, content_type="image/tiff")
-    assert crm.calls == 2 and delta(before, sandbox.calls.snapshot()) == {"sobject.create": 2}
-    assert spy.content_types[0] == "application/json" and spy.content_types[1].startswith("multipart/form-data")
+    big = bytes(range(256)) * (3 * 1024 * 1024 // 256)  # 3 MB, sent as raw bytes (no base64)
+    first, second = crm.upload_files([
+        FileUpload("att-1", task_id, "Quote 2026.pdf", small, "application/pdf"),
+        FileUpload("att-2", task_id, "scan.tiff", big, "image/tiff", owner_id=sandbox.org.default_user_id),
+    ])
+    assert crm.calls == 1 and delta(before, sandbox.calls.snapshot()) == {"composite.sobjects.create": 1}
+    assert spy.content_types[0].startswith("multipart/form-data")
     assert first.ok and first.created and first.key == "att-1" and first.id.startswith("068")
     assert second.ok and second.id.startswith("068")
     assert sandbox.org.file_bytes(first.id) == small and sandbox.org.file_bytes(second.id) == big
     files = {f["PathOnClient"]: f for f in sandbox.org.files_for(task_id)}
     assert files["Quote 2026.pdf"]["Title"] == "Quote 2026" and files["scan.tiff"]["ContentSize"] == len(big)
 
-    found = crm.find_files([task_id, task_id])
-    assert crm.calls == 3
+    crm.calls = 0
+    assert crm.upload_files([]) == [] and crm.calls == 0
+    many = crm.upload_files([FileUpload(f"n{i}", task_id, f"n{i}.txt", b"n", "text/plain") for i in range(201)])
+    assert crm.calls == 2 and all(r.ok for r in many)  # 200 per call
+
+    crm.calls = 0
+    found = [f for f in crm.find_files([task_id, task_id]) if not f["PathOnClient"].startswith("n")]
+    assert crm.calls == 1
     assert sorted((f["Id"], f["PathOnClient"], f["ContentSize"], f["FirstPublishLocationId"]) for f in found) == \
         sorted([(first.id, "Quote 2026.pdf", len(small), task_id), (second.id, "scan.tiff", len(big), task_id)])
     assert all(f["ContentDocumentId"].startswith("069") for f in found)
@@ -367,13 +374,14 @@ def test_upload_refused_by_salesforce_is_a_failed_result(sandbox):
     limit = sandbox.org.settings.max_file_bytes
     sandbox.org.settings.max_file_bytes = 100
     try:
-        result = crm.upload_file(key="att-x", task_id=task_id, owner_id=None, filename="big.bin", content=b"x" * 101,
-                                 content_type="application/octet-stream")
+        result, fine = crm.upload_files([FileUpload("att-x", task_id, "big.bin", b"x" * 101),
+                                         FileUpload("att-y", task_id, "ok.bin", b"x" * 10)])
     finally:
         sandbox.org.settings.max_file_bytes = limit
     assert result == RecordResult("att-x", None, False, "FILE_SIZE_LIMIT_EXCEEDED", result.error_message)
     assert "101 bytes" in result.error_message and crm.calls == 2
-    assert sandbox.org.files_for(task_id) == []
+    assert fine.ok  # the rest of the batch goes up
+    assert [f["PathOnClient"] for f in sandbox.org.files_for(task_id)] == ["ok.bin"]
 
 
 # -- resilience ------------------------------------------------------------------------------------
@@ -430,10 +438,10 @@ def test_posts_are_repeated_only_when_salesforce_did_not_act(sandbox, contacts):
         with pytest.raises(SalesforceError, match="not retried") as exc:
             crm.ensure_task_relations({t1: [contacts[1]]}, check_existing=False)
         assert exc.value.may_have_been_applied and crm.calls == 1
-    sandbox.faults.inject("sobject.create", "drop", rate=1.0, times=1)
+    sandbox.faults.inject("composite.sobjects.create", "drop", rate=1.0, times=1)
     crm.calls = 0
     with pytest.raises(SalesforceError) as exc:
-        crm.upload_file(key="a", task_id=t1, owner_id=None, filename="a.txt", content=b"a", content_type="text/plain")
+        crm.upload_files([FileUpload("a", t1, "a.txt", b"a", "text/plain")])
     assert exc.value.may_have_been_applied and crm.calls == 1
     assert [r["RelationId"] for r in sandbox.org.task_relations(t1)] == [contacts[0]]
     assert sandbox.org.files_for(t1) == []
