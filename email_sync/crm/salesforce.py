@@ -74,9 +74,26 @@ class RecordResult:
     error_code: str | None = None  # e.g. "STRING_TOO_LONG"
     error_message: str | None = None  # Salesforce's message
 
+    def __post_init__(self) -> None:
+        if self.error_message:
+            object.__setattr__(self, "error_message", without_values(self.error_message))
+
     @property
     def ok(self) -> bool:
         return self.error_code is None
+
+
+_QUOTED_VALUE = re.compile(r"(data value too large|bad value for [\w ]+?|invalid [\w ]+?): .*?(?= \(max length=|$)",
+                           re.IGNORECASE | re.DOTALL)
+
+
+def without_values(message: str) -> str:
+    """Salesforce's error message without the record value it quotes.
+
+    ``Subject: data value too large: <the subject> (max length=255)`` would otherwise carry
+    mail content into logs and the state store; the code, field and limit are what matter.
+    """
+    return _QUOTED_VALUE.sub(lambda m: f"{m.group(1)} (value not shown)", message)
 
 
 @dataclass(frozen=True)
@@ -679,7 +696,7 @@ def _error_details(response: requests.Response) -> tuple[str | None, str]:
         return None, response.reason or ""
     code = entry.get("errorCode") or entry.get("error")
     message = entry.get("message") or entry.get("error_description") or ""
-    return (str(code) if code else None), str(message)[:1000]
+    return (str(code) if code else None), without_values(str(message))[:1000]
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -197,6 +197,7 @@ def test_per_record_errors_do_not_fail_the_rest(sandbox):
     assert crm.calls == 1
     assert [r.ok for r in results] == [True, False, True, False, True]
     assert results[1].error_code == "STRING_TOO_LONG" and "max length=255" in results[1].error_message
+    assert "sss" not in results[1].error_message  # the quoted value (mail content) is never kept
     assert (results[3].error_code, results[3].error_message) == ("FIELD_CUSTOM_VALIDATION_EXCEPTION",
                                                                  "Blocked by a validation rule")
     assert results[1] == RecordResult(keys[1], None, False, "STRING_TOO_LONG", results[1].error_message)
