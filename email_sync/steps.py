@@ -70,6 +70,8 @@ class MailSource(Protocol):
     def fetch(self, refs: Iterable[tuple[str, str]]) -> Iterator[Any]: ...
     def attachment_contents(self, attachment_ids: Any) -> list[bytes | Exception]: ...
     def add_category(self, items: Iterable[tuple[str, str | None, tuple[str, ...]]], category: str) -> list[str]: ...
+    @property
+    def requests(self) -> int: ...
 
 
 class Crm(Protocol):
@@ -161,7 +163,8 @@ def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
     store.record_outcomes(ctx.job_id, ctx.run_id, unreadable)
     log.info("job %s: window (%s, %s]: %d emails, %d retried, %d unreadable", ctx.job_id, start, end,
              counts["extracted"], counts["retried"], counts["unreadable"])
-    return {"window_start": start.isoformat(), "window_end": end.isoformat(), **_ints(counts)}
+    return {"window_start": start.isoformat(), "window_end": end.isoformat(), **_ints(counts),
+            "ews_requests": mailbox.requests}
 
 
 # --- 2. filter -------------------------------------------------------------------------
@@ -416,7 +419,7 @@ def upload_attachments(ctx: RunContext, source: Callable[[], MailSource], crm: C
         for refused in (r for r in results if not r.ok):
             log.warning("job %s: Salesforce refused a file: %s", ctx.job_id, refused.error_code)
     _remember_usage(client, store)
-    return {**_ints(counts), "salesforce_calls": client.calls}
+    return {**_ints(counts), "salesforce_calls": client.calls, "ews_requests": mailbox.requests}
 
 
 def _upload_batches(todo: list[Any], max_bytes: int = UPLOAD_BATCH_BYTES,
@@ -463,7 +466,7 @@ def finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
     window = read_json(ctx.path("window.json"))
     staged = {item.item_id: item for item in read_mail(ctx.path("mail.parquet"))}
     unmarked = store.unmarked(ctx.job_id)
-    marked = 0
+    marked = ews_requests = 0
     if unmarked:
         mailbox = source()
         known = [staged[i] for _, i in unmarked if i in staged]
@@ -473,6 +476,7 @@ def finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
             [(m.item_id, m.change_key, m.categories) for m in (*known, *fetched)], ctx.org.crm_category))
         store.mark_category(ctx.job_id, [k for k, i in unmarked if i in done])
         marked = len(done)
+        ews_requests = mailbox.requests
 
     outcomes = store.outcomes(ctx.job_id, ctx.run_id)
     summary: dict[str, Any] = {
@@ -488,6 +492,7 @@ def finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
         "attachments_too_large": step_counts.get("match", {}).get("attachments_attachment_too_large", 0),
         "categories_written": marked,
         "salesforce_calls": sum(c.get("salesforce_calls", 0) for c in step_counts.values()),
+        "ews_requests": sum(c.get("ews_requests", 0) for c in step_counts.values()) + ews_requests,
     }
     store.finish_run(ctx.job_id, ctx.run_id, "success", summary)
     store.advance_watermark(ctx.job_id, datetime.fromisoformat(window["end"]), ctx.run_id)
@@ -513,7 +518,8 @@ def format_summary(job_id: str, summary: dict[str, Any]) -> str:
     """The run summary as log lines (counts only, never mail content)."""
     lines = [f"email sync {job_id}: window ({summary['window_start']}, {summary['window_end']}]"]
     for name in ("extracted", "recorded", "failed", "tasks_created", "parts_split", "relations_created",
-                 "attachments_uploaded", "attachments_too_large", "categories_written", "salesforce_calls"):
+                 "attachments_uploaded", "attachments_too_large", "categories_written", "salesforce_calls",
+                 "ews_requests"):
         lines.append(f"  {name:<22}{summary.get(name, 0):>8}")
     for reason, n in summary.get("skipped", {}).items():
         lines.append(f"  skipped {reason:<14}{n:>8}")

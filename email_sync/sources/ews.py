@@ -10,6 +10,7 @@ at a time on upload.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from typing import Any
 
 from exchangelib import Account, FileAttachment, HTMLBody, Message
 from exchangelib.folders import BaseFolder
+from exchangelib.protocol import BaseProtocol
 from exchangelib.attachments import AttachmentId
 from exchangelib.services import GetAttachment
 
@@ -45,10 +47,45 @@ class Unreadable:
     reason: str
 
 
+class _RequestCounter:
+    """Counts the HTTP requests exchangelib sends in this process (for run summaries).
+
+    Installed through exchangelib's own extension point, ``BaseProtocol.HTTP_ADAPTER_CLS``,
+    by subclassing whatever adapter is configured there, so nothing else changes.
+    """
+
+    total = 0
+    _lock = threading.Lock()
+
+    @classmethod
+    def install(cls) -> None:
+        base = BaseProtocol.HTTP_ADAPTER_CLS
+        if getattr(base, "_counts_requests", False):
+            return
+
+        def send(adapter: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            with cls._lock:
+                cls.total += 1
+            return base.send(adapter, request, *args, **kwargs)
+
+        BaseProtocol.HTTP_ADAPTER_CLS = type(f"Counting{base.__name__}", (base,),
+                                             {"send": send, "_counts_requests": True})
+
+
+# At import, so requests made while an Account is set up (version discovery) count too.
+_RequestCounter.install()
+
+
 class EwsMailSource:
     def __init__(self, account: Account, page_size: int = PAGE_SIZE) -> None:
         self.account = account
         self.page_size = page_size
+        self._requests_at_start = _RequestCounter.total
+
+    @property
+    def requests(self) -> int:
+        """EWS HTTP requests sent in this process since this source was made (incl. retries)."""
+        return _RequestCounter.total - self._requests_at_start
 
     # -- folders --------------------------------------------------------------------
     def folder(self, path: str) -> BaseFolder:

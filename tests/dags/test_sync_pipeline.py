@@ -173,6 +173,10 @@ def test_salesforce_calls_grow_with_batches_not_emails(sync_world):
     assert calls.get("query", 0) <= 4
     ews_calls = sync_world.stack.ews.calls.snapshot()
     assert ews_calls.get("GetItem", 0) <= 3 and ews_calls.get("UpdateItem", 0) == 1
+    assert ews_calls.get("GetAttachment", 0) == 1  # every file of the run in one request
+    counts = sync_world.store().latest_runs()[0]["counts"]  # the run summary counts what the servers saw
+    assert counts["salesforce_calls"] == sum(calls.values())
+    assert counts["ews_requests"] == sum(ews_calls.values())
 
 
 def test_designation_by_smart_address_alone(sync_world):
