@@ -37,6 +37,8 @@ from email_sync.schedule import (
     MIN_LOOKBACK_DAYS,
     InvalidSyncWindow,
     SyncWindow,
+    format_days,
+    format_frequency,
     format_time_of_day,
     manual_interval,
     parse_day,
@@ -159,12 +161,19 @@ class SyncWindowTimetable(Timetable):
         )
 
     # -- what the UI shows ----------------------------------------------------------------
-    @property
+    @functools.cached_property
     def summary(self) -> str:
+        # Formatted from the settings without building the SyncWindow: Airflow reads this
+        # (isinstance against its Timetable protocol) for every DAG of a large DAG file.
         try:
-            return self.window.summary
-        except InvalidSyncWindow as exc:
-            return f"invalid sync schedule: {exc}"
+            days = sorted({parse_day(d) for d in self.days})
+            start, end = parse_time_of_day(self.start), parse_time_of_day(self.end)
+            if not days or not isinstance(self.frequency_minutes, int) or start >= end:
+                raise ValueError
+            return (f"every {format_frequency(self.frequency_minutes)}, {format_days(days)} "
+                    f"{format_time_of_day(start)}–{format_time_of_day(end)} {self.timezone}")
+        except (TypeError, ValueError):
+            return f"invalid sync schedule: {'; '.join(self.problems())}"
 
     @property
     def description(self) -> str:  # type: ignore[override]
@@ -216,13 +225,19 @@ class SyncWindowTimetable(Timetable):
             backfill_days=data.get("backfill_days"),
         )
 
+    @functools.cached_property
+    def _identity(self) -> str:
+        """The serialized form as one string, computed once: Airflow hashes a DAG (and so its
+        timetable) many times while building it, and a thousand DAGs share one parse."""
+        return repr(sorted(self.serialize().items()))
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SyncWindowTimetable):
             return NotImplemented
-        return self.serialize() == other.serialize()
+        return self._identity == other._identity
 
     def __hash__(self) -> int:
-        return hash(repr(sorted(self.serialize().items())))
+        return hash(self._identity)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.serialize().items())
