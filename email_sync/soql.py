@@ -9,13 +9,13 @@ limits of :class:`SoqlLimits` (docs/RULES.md, "SOQL batching").
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import quote_plus
 
 from email_sync.settings import is_salesforce_user_id
 
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+ID_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")  # a 15- or 18-character record Id
 
 # Salesforce documents \n \r \t \b \f \" \' \\ and \uXXXX. \b is described as "bell" but
 # is backspace in most languages, so both of those, and every other control character,
@@ -36,23 +36,20 @@ for _code in (*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD
 
 @dataclass(frozen=True, slots=True)
 class SoqlLimits:
-    """Size limits every generated statement respects.
+    """Size limits every generated statement respects (Salesforce's *SOQL and SOSL Limits*).
 
-    - ``max_statement_chars``: Salesforce's maximum SOQL statement length (100,000).
-    - ``max_string_chars``: Salesforce's maximum length of each string in a WHERE clause
-      (4,000); we count the quoted, escaped literal.
-    - ``max_where_chars``: our own, stricter rule: the whole WHERE clause stays within
-      4,000 characters, so a batch never comes near any documented limit.
-    - ``max_encoded_chars``: the statement URL-encoded as REST ``GET /query?q=`` sends
-      it. Salesforce caps URI plus headers at 16,384 bytes; 12,000 leaves room for the
-      host, path and headers even when addresses are non-ASCII (up to 12 characters
-      each once encoded).
+    - ``max_statement_chars``: the maximum SOQL statement length (100,000 characters).
+    - ``max_string_chars``: the maximum length of each string in a WHERE clause (4,000);
+      we count the quoted, escaped literal.
+
+    Batched statements travel in the JSON body of a Composite request
+    (``SalesforceCrm.query_each``), not in a ``GET /query?q=`` URL, so the REST limit of
+    16,384 bytes for URI plus headers does not bound them (Salesforce's own advice for long
+    queries).
     """
 
     max_statement_chars: int = 100_000
     max_string_chars: int = 4_000
-    max_where_chars: int = 4_000
-    max_encoded_chars: int = 12_000
 
 
 DEFAULT_LIMITS = SoqlLimits()
@@ -106,47 +103,33 @@ def build_match_queries(
         filters += " AND IsConverted = false"
     head = f"SELECT {', '.join(dict.fromkeys(('Id', 'CreatedDate', *fields)))} FROM {sobject} WHERE "
 
-    def statement(literals: Sequence[str]) -> tuple[str, str]:
+    def statement(literals: Sequence[str]) -> str:
         in_list = ", ".join(literals)
-        where = "(" + " OR ".join(f"{f} IN ({in_list})" for f in fields) + ")" + filters
-        return head + where, where
+        return head + "(" + " OR ".join(f"{f} IN ({in_list})" for f in fields) + ")" + filters
 
-    # Every size is the empty skeleton plus, per value, its literal once per field and a
-    # ", " separator per field for every value after the first: additive, so a batch can
-    # grow one value at a time without rebuilding the text.
-    empty_statement, empty_where = statement([])
-    k = len(fields)
-    separator_encoded = _encoded_len(", ")
-    queries: list[SoqlQuery] = []
-    batch: list[str] = []
-    literals: list[str] = []
-    where_len = len(empty_where)
-    statement_len = len(empty_statement)
-    encoded_len = _encoded_len(empty_statement)
+    literals = [quote(value) for value in values]
+    return [SoqlQuery(statement(literals[run]), tuple(values[run]))
+            for run in _runs(literals, len(statement([])), len(fields), limits)]
 
+
+def build_id_queries(select: str, field: str, ids: Iterable[str], *, prefix: str = "", suffix: str = "",
+                     limits: SoqlLimits = DEFAULT_LIMITS) -> list[str]:
+    """``{select} WHERE {prefix}{field} IN (...){suffix}`` statements for a set of record Ids.
+
+    Ids are checked (never spliced in unchecked), de-duplicated and sorted; every Id lands in
+    exactly one statement within ``limits``. No Ids, no statement.
+    """
+    values = sorted(set(ids))
     for value in values:
-        literal = quote(value)
-        if len(literal) > limits.max_string_chars:
-            raise ValueError(f"a {len(literal)}-character literal exceeds the SOQL string limit")
-        sep = 2 if batch else 0
-        add = k * (len(literal) + sep)
-        add_encoded = k * (_encoded_len(literal) + (separator_encoded if batch else 0))
-        if batch and not _fits(where_len + add, statement_len + add, encoded_len + add_encoded, limits):
-            queries.append(SoqlQuery(statement(literals)[0], tuple(batch)))
-            batch, literals = [], []
-            where_len, statement_len = len(empty_where), len(empty_statement)
-            encoded_len = _encoded_len(empty_statement)
-            add = k * len(literal)
-            add_encoded = k * _encoded_len(literal)
-        if not _fits(where_len + add, statement_len + add, encoded_len + add_encoded, limits):
-            raise ValueError("one address alone does not fit the SOQL limits")
-        batch.append(value)
-        literals.append(literal)
-        where_len += add
-        statement_len += add
-        encoded_len += add_encoded
-    queries.append(SoqlQuery(statement(literals)[0], tuple(batch)))
-    return queries
+        if not ID_RE.match(value):
+            raise ValueError("not a Salesforce Id")
+    api_name(field)
+
+    def statement(literals: Sequence[str]) -> str:
+        return f"{select} WHERE {prefix}{field} IN ({', '.join(literals)}){suffix}"
+
+    literals = [quote(value) for value in values]
+    return [statement(literals[run]) for run in _runs(literals, len(statement([])), 1, limits)]
 
 
 def owner_lookup_query(salesforce_user: str) -> str:
@@ -158,14 +141,23 @@ def owner_lookup_query(salesforce_user: str) -> str:
     return f"SELECT Id, IsActive FROM User WHERE {field} = {quote(salesforce_user)} LIMIT 1"
 
 
-def _fits(where_len: int, statement_len: int, encoded_len: int, limits: SoqlLimits) -> bool:
-    return (
-        where_len <= limits.max_where_chars
-        and statement_len <= limits.max_statement_chars
-        and encoded_len <= limits.max_encoded_chars
-    )
+def _runs(literals: Sequence[str], empty_chars: int, copies: int, limits: SoqlLimits) -> Iterator[slice]:
+    """Greedy consecutive runs of ``literals`` whose statements fit ``limits``.
 
-
-def _encoded_len(text: str) -> int:
-    """Length once form-encoded the way ``requests`` encodes a ``?q=`` parameter."""
-    return len(quote_plus(text, safe=""))
+    A statement is its empty skeleton (``empty_chars``) plus, per value, its literal once per
+    IN list (``copies``) and a ", " separator per list for every value after the first: sizes
+    are additive, so packing is exact and linear.
+    """
+    start, size = 0, empty_chars
+    for index, literal in enumerate(literals):
+        if len(literal) > limits.max_string_chars:
+            raise ValueError(f"a {len(literal)}-character literal exceeds the SOQL string limit")
+        add = copies * (len(literal) + (2 if index > start else 0))
+        if index > start and size + add > limits.max_statement_chars:
+            yield slice(start, index)
+            start, size, add = index, empty_chars, copies * len(literal)
+        if size + add > limits.max_statement_chars:
+            raise ValueError("one value alone does not fit the SOQL statement limit")
+        size += add
+    if literals:
+        yield slice(start, len(literals))

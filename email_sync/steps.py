@@ -23,7 +23,7 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,7 +79,7 @@ class Crm(Protocol):
 
     calls: int
 
-    def query_many(self, statements: Iterable[str]) -> list[dict[str, Any]]: ...
+    def query_each(self, statements: Sequence[str]) -> list[list[dict[str, Any]]]: ...
     def describe_fields(self, sobject: str) -> list[dict[str, Any]]: ...
     def user_id(self, user: str) -> str: ...
     def check_budget(self, needed_calls: int, reserve: int, known: Any = None) -> None: ...
@@ -241,12 +241,14 @@ def match(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> dict[st
     addresses = lookup_addresses(to_match.values())
     if addresses:
         owner_filter = owner_id if ctx.settings.owned_records_only else None
-        rows = []
+        lookups = []  # (object, its email fields, statement): every object's statements in one go
         for sobject in objects_to_match(ctx.settings):
             fields = email_fields_for(sobject, ctx.settings, ctx.org)
-            statements = [q.statement for q in build_match_queries(sobject, fields, addresses, owner_id=owner_filter)]
-            rows.extend(records_from_rows(sobject, client.query_many(statements), fields))
-        index = RecordIndex(rows)
+            lookups.extend((sobject, fields, q.statement)
+                           for q in build_match_queries(sobject, fields, addresses, owner_id=owner_filter))
+        answers = client.query_each([statement for _, _, statement in lookups])
+        index = RecordIndex([record for (sobject, fields, _), found in zip(lookups, answers, strict=True)
+                             for record in records_from_rows(sobject, found, fields)])
 
     counts: Counter[str] = Counter()
     outcomes: list[Outcome] = []

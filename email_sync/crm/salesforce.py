@@ -45,20 +45,20 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote, urlsplit
 
 import requests
 
 from email_sync.keys import IDEMPOTENCY_FIELD
 from email_sync.settings import is_salesforce_user_id
-from email_sync.soql import DEFAULT_LIMITS, SoqlLimits, api_name, owner_lookup_query, quote
+from email_sync.soql import api_name, build_id_queries, owner_lookup_query
 from email_sync.text import FieldLimit, truncate
 
 log = logging.getLogger(__name__)
 
 COLLECTION_LIMIT = 200  # records per sObject Collections request (Salesforce's limit)
+COMPOSITE_QUERY_LIMIT = 5  # query subrequests per Composite request (Salesforce's limit)
 BULK_MAX_UPLOAD_BYTES = 100_000_000  # Bulk API 2.0 takes 150 MB base64 per job = ~100 MB of CSV
-ID_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _FINAL_JOB_STATES = ("JobComplete", "Failed", "Aborted")
 _TITLE_LIMIT = FieldLimit(255)
 
@@ -185,20 +185,38 @@ class SalesforceCrm:
 
     # -- reading ------------------------------------------------------------------------------
     def query(self, statement: str) -> list[dict[str, Any]]:
-        """All rows of one SOQL statement (following ``nextRecordsUrl``), without ``attributes``."""
-        body = self._send("GET", "query", label="query", idempotent=True, params={"q": statement}).json()
-        rows = [_strip_attributes(r) for r in body.get("records", ())]
-        while not body.get("done", True) and body.get("nextRecordsUrl"):
-            url = f"https://{self._sf.sf_instance}{body['nextRecordsUrl']}"
-            body = self._send("GET", url, label="queryMore", idempotent=True).json()
-            rows.extend(_strip_attributes(r) for r in body.get("records", ()))
-        return rows
+        """All rows of one SOQL statement (every page), without ``attributes``."""
+        return self.query_each([statement])[0]
 
     def query_many(self, statements: Iterable[str]) -> list[dict[str, Any]]:
-        """The rows of several statements, in order (one query plus its queryMore pages each)."""
-        rows: list[dict[str, Any]] = []
-        for statement in statements:
-            rows.extend(self.query(statement))
+        """The rows of several statements, in order (see :meth:`query_each`)."""
+        return [row for rows in self.query_each(list(statements)) for row in rows]
+
+    def query_each(self, statements: Sequence[str]) -> list[list[dict[str, Any]]]:
+        """The rows of each statement, sent as Composite requests.
+
+        A Composite request counts as one API call for up to five query subrequests
+        (queries and their ``nextRecordsUrl`` pages), and carries the statements in its body,
+        so they may be as long as SOQL allows (100,000 characters) instead of what fits in a
+        URL. Reading is idempotent: a failed request is retried whole.
+        """
+        path = urlsplit(self._sf.base_url).path.rstrip("/")
+        rows: list[list[dict[str, Any]]] = [[] for _ in statements]
+        pending = deque((index, f"{path}/query/?q={quote(statement, safe='')}")
+                        for index, statement in enumerate(statements))
+        while pending:
+            batch = [pending.popleft() for _ in range(min(COMPOSITE_QUERY_LIMIT, len(pending)))]
+            body = {"allOrNone": False, "compositeRequest": [
+                {"method": "GET", "url": url, "referenceId": f"q{index}_{n}"} for n, (index, url) in enumerate(batch)]}
+            answer = self._send("POST", "composite", label="query", idempotent=True, data=_json_bytes(body),
+                                headers={"Content-Type": "application/json"}).json()
+            for (index, _), sub in zip(batch, answer.get("compositeResponse", ()), strict=True):
+                result = sub.get("body")
+                if int(sub.get("httpStatusCode") or 500) >= 300 or not isinstance(result, dict):
+                    raise _subrequest_error(sub, "query")
+                rows[index].extend(_strip_attributes(r) for r in result.get("records", ()))
+                if not result.get("done", True) and result.get("nextRecordsUrl"):
+                    pending.append((index, result["nextRecordsUrl"]))
         return rows
 
     def describe_fields(self, sobject: str) -> list[dict[str, Any]]:
@@ -225,7 +243,7 @@ class SalesforceCrm:
 
         Rows: ``Id, ContentDocumentId, PathOnClient, ContentSize, FirstPublishLocationId``.
         """
-        statements = _id_in_statements(
+        statements = build_id_queries(
             "SELECT Id, ContentDocumentId, PathOnClient, ContentSize, FirstPublishLocationId FROM ContentVersion",
             "FirstPublishLocationId", task_ids, suffix=" AND IsLatest = true")
         return self.query_many(statements)
@@ -432,7 +450,7 @@ class SalesforceCrm:
             return []
         existing: dict[tuple[str, str], str] = {}
         if check_existing:
-            statements = _id_in_statements("SELECT Id, TaskId, RelationId FROM TaskRelation", "TaskId",
+            statements = build_id_queries("SELECT Id, TaskId, RelationId FROM TaskRelation", "TaskId",
                                            sorted({t for t, _ in wanted}), prefix="IsWhat = false AND ")
             for row in self.query_many(statements):
                 existing[(str(row["TaskId"])[:15], str(row["RelationId"])[:15])] = str(row["Id"])
@@ -699,6 +717,17 @@ def _error_details(response: requests.Response) -> tuple[str | None, str]:
     return (str(code) if code else None), without_values(str(message))[:1000]
 
 
+def _subrequest_error(sub: Mapping[str, Any], label: str) -> SalesforceError:
+    """The error of one failed Composite subrequest (its body is Salesforce's error array)."""
+    status = int(sub.get("httpStatusCode") or 500)
+    body = sub.get("body")
+    entry = body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else {}
+    code = entry.get("errorCode")
+    message = without_values(str(entry.get("message") or ""))[:1000]
+    described = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+    return SalesforceError(f"{label}: {described}", status=status, error_code=code, sf_message=message)
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -737,50 +766,6 @@ def _missing_key_field(detail: str) -> MissingExternalIdField:
         f"Salesforce Task has no usable external-id field {IDEMPOTENCY_FIELD} ({detail}). Ask a Salesforce admin "
         f"to create Task.{IDEMPOTENCY_FIELD} as Text(40), External ID, Unique; without it a retry could "
         "duplicate Tasks.", error_code="MISSING_EXTERNAL_ID_FIELD")
-
-
-def _id_in_statements(select: str, field: str, ids: Iterable[str], *, prefix: str = "", suffix: str = "",
-                      limits: SoqlLimits = DEFAULT_LIMITS) -> list[str]:
-    """``{select} WHERE {prefix}{field} IN (...){suffix}`` statements within the SOQL limits of ``soql``.
-
-    Ids are checked (never spliced in unchecked), de-duplicated and sorted; sizes are
-    additive per Id, so packing is exact.
-    """
-    values = sorted(set(ids))
-    for value in values:
-        if not ID_RE.match(value):
-            raise ValueError("not a Salesforce Id")
-    if not values:
-        return []
-    api_name(field)
-    empty_where = f"{prefix}{field} IN (){suffix}"
-    empty_statement = f"{select} WHERE {empty_where}"
-    sep_encoded = len(quote_plus(", ", safe=""))
-    statements: list[str] = []
-    batch: list[str] = []
-    where = statement = encoded = 0
-
-    def flush() -> None:
-        statements.append(f"{select} WHERE {prefix}{field} IN ({', '.join(batch)}){suffix}")
-
-    for value in values:
-        literal = quote(value)
-        add = len(literal) + (2 if batch else 0)
-        add_encoded = len(quote_plus(literal, safe="")) + (sep_encoded if batch else 0)
-        if batch and not (where + add <= limits.max_where_chars and statement + add <= limits.max_statement_chars
-                          and encoded + add_encoded <= limits.max_encoded_chars):
-            flush()
-            batch = []
-            add, add_encoded = len(literal), len(quote_plus(literal, safe=""))
-        if not batch:
-            where, statement = len(empty_where), len(empty_statement)
-            encoded = len(quote_plus(empty_statement, safe=""))
-        batch.append(literal)
-        where += add
-        statement += add
-        encoded += add_encoded
-    flush()
-    return statements
 
 
 __all__ = [

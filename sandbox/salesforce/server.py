@@ -13,6 +13,8 @@ Routes (``vXX.X`` = any version between ``min_api_version`` and ``max_api_versio
     GET|PATCH|DELETE .../sobjects/<O>/<id>                   sobject.get / sobject.update / sobject.delete
     GET    .../sobjects/ContentVersion/<id>/VersionData      sobject.blob
     GET|PATCH|DELETE .../sobjects/<O>/<extField>/<value>     sobject.getByExternalId / sobject.upsert / sobject.delete
+    POST   /services/data/vXX.X/composite                    composite (subrequests: query, queryMore, sObjects,
+                                                                        collections; one counted call in all)
     POST|PATCH|GET|DELETE .../composite/sobjects             composite.sobjects.create / .update / .get / .delete
     PATCH  .../composite/sobjects/<O>/<extField>             composite.sobjects.upsert
     POST|GET .../jobs/ingest, GET|PATCH|DELETE .../jobs/ingest/<id>, PUT .../batches,
@@ -62,6 +64,10 @@ from sandbox.server import Request, Response, SandboxServer
 
 _VERSION_RE = re.compile(r"^v(\d+\.\d)$")
 _MAX_CURSORS = 100
+_COMPOSITE_MAX_SUBREQUESTS = 25
+_COMPOSITE_MAX_QUERIES = 5  # queries (incl. queryMore) and sObject Collections per composite request
+_COMPOSITE_QUERY_KINDS = frozenset({"query", "query_more", "collection", "collection_upsert"})
+_COMPOSITE_KINDS = _COMPOSITE_QUERY_KINDS | {"describe", "sobject", "record", "external", "limits"}
 _NOT_FOUND = "The requested resource does not exist"
 _ROLLED_BACK = {"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
                 "message": "Record rolled back because not all records were valid and the request was using "
@@ -233,6 +239,8 @@ class SalesforceSandbox(SandboxServer):
                 op = {"GET": "sobject.getByExternalId", "PATCH": "sobject.upsert",
                       "DELETE": "sobject.delete"}.get(method, "sobject.external")
                 return r(op, "external")
+        if head == "composite" and len(parts) == 1:
+            return r("composite", "composite")
         if head == "composite" and len(parts) >= 2 and parts[1] == "sobjects":
             if len(parts) == 4 and method == "PATCH":
                 return r("composite.sobjects.upsert", "collection_upsert")
@@ -290,15 +298,7 @@ class SalesforceSandbox(SandboxServer):
         if route.counts and not org.consume_api_call():
             return _error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.",
                           headers={"Sforce-Limit-Info": org.limit_info()})
-        try:
-            handler = getattr(self, f"_h_{route.kind}")
-            response: Response = handler(request, route, user_id or None)
-        except RequestError as error:
-            response = Response.json(error.body(), status=error.status)
-        except RecordError as error:
-            response = Response.json([error.to_rest()], status=400)
-        except soql.SoqlError as error:
-            response = _error(400, error.error_code, error.message)
+        response = self._answer(request, route, user_id or None)
         if route.auth:
             response.headers["Sforce-Limit-Info"] = org.limit_info()
         return response
@@ -427,6 +427,70 @@ class SalesforceSandbox(SandboxServer):
         records, size = entry
         size = self._batch_size(request, size) if "sforce-query-options" in request.headers else size
         return Response.json(self._page(route, records, int(offset), size, cursor))
+
+    # -- handlers: Composite ---------------------------------------------------------------------
+    def _h_composite(self, request: Request, route: Route, user: str | None) -> Response:
+        """``POST /composite``: up to 25 subrequests, at most 5 of them queries or collections.
+
+        The whole request is one call against the allowance (it was counted on the way in);
+        subrequests are answered in order, each with its own status and body. References
+        between subrequests (``@{ref.field}``) are not supported, nor is ``allOrNone`` with
+        writes (the sandbox cannot roll a subrequest back): both are refused with 400.
+        """
+        self._method(request, "POST")
+        body = self._body(request)
+        subrequests = body.get("compositeRequest") if isinstance(body, dict) else None
+        if not isinstance(subrequests, list) or not subrequests:
+            raise RequestError(400, "JSON_PARSER_ERROR", "compositeRequest: a list of subrequests is required")
+        if len(subrequests) > _COMPOSITE_MAX_SUBREQUESTS:
+            raise RequestError(400, "LIMIT_EXCEEDED", f"Limit Exceeded: the maximum number of subrequests "
+                               f"({_COMPOSITE_MAX_SUBREQUESTS}) has been exceeded")
+        planned = [self._composite_subrequest(request, sub) for sub in subrequests]
+        if sum(sub_route.kind in _COMPOSITE_QUERY_KINDS for _, sub_route, _ in planned) > _COMPOSITE_MAX_QUERIES:
+            raise RequestError(400, "LIMIT_EXCEEDED", f"Limit Exceeded: at most {_COMPOSITE_MAX_QUERIES} "
+                               "subrequests may be queries or sObject Collections")
+        all_or_none = bool(body.get("allOrNone", False))
+        if all_or_none and any(sub.method != "GET" for sub, _, _ in planned):
+            raise RequestError(400, "INVALID_OPERATION", "the sandbox does not support allOrNone with writes")
+        answers: list[dict[str, Any]] = []
+        halted = False
+        for sub, sub_route, reference in planned:
+            if halted:
+                response = _error(400, "PROCESSING_HALTED", "The transaction was rolled back since another "
+                                  "operation in the same transaction failed.")
+            else:
+                response = self._answer(sub, sub_route, user)
+                halted = all_or_none and response.status >= 300
+            answers.append({"body": json.loads(response.body or b"null"), "httpHeaders": {},
+                            "httpStatusCode": response.status, "referenceId": reference})
+        return Response.json({"compositeResponse": answers})
+
+    def _composite_subrequest(self, request: Request, sub: Any) -> tuple[Request, Route, str]:
+        if not isinstance(sub, dict) or not isinstance(sub.get("url"), str) or not sub.get("referenceId"):
+            raise RequestError(400, "JSON_PARSER_ERROR", "each subrequest needs method, url and referenceId")
+        if "@{" in sub["url"] or "@{" in json.dumps(sub.get("body")):
+            raise RequestError(400, "INVALID_OPERATION", "the sandbox does not support composite references")
+        path, _, query = sub["url"].partition("?")
+        headers = {k: v for k, v in request.headers.items() if k in ("authorization", "sforce-query-options")}
+        headers.update({str(k).lower(): str(v) for k, v in (sub.get("httpHeaders") or {}).items()})
+        payload = b"" if sub.get("body") is None else json.dumps(sub["body"]).encode()
+        sub_request = Request(str(sub.get("method", "GET")).upper(), path, parse_qs(query, keep_blank_values=True),
+                              headers, payload)
+        sub_route = self._route(sub_request)
+        if sub_route.kind not in _COMPOSITE_KINDS:
+            raise RequestError(400, "INVALID_OPERATION", f"not supported in a composite request: {path}")
+        return sub_request, sub_route, str(sub["referenceId"])
+
+    def _answer(self, request: Request, route: Route, user: str | None) -> Response:
+        """The handler's response, errors in Salesforce's JSON shape."""
+        try:
+            return getattr(self, f"_h_{route.kind}")(request, route, user)
+        except RequestError as error:
+            return Response.json(error.body(), status=error.status)
+        except RecordError as error:
+            return Response.json([error.to_rest()], status=400)
+        except soql.SoqlError as error:
+            return _error(400, error.error_code, error.message)
 
     # -- handlers: sObjects --------------------------------------------------------------------
     def _h_sobject(self, request: Request, route: Route, user: str | None) -> Response:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote_plus
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from email_sync.soql import DEFAULT_LIMITS, SoqlLimits, api_name, build_match_queries, owner_lookup_query, quote
+from email_sync.soql import (
+    DEFAULT_LIMITS,
+    SoqlLimits,
+    api_name,
+    build_id_queries,
+    build_match_queries,
+    owner_lookup_query,
+    quote,
+)
 
 _SIMPLE_ESCAPES = {"n": "\n", "N": "\n", "r": "\r", "R": "\r", "t": "\t", "T": "\t",
                    "b": "\b", "B": "\b", "f": "\f", "F": "\f", "'": "'", '"': '"', "\\": "\\"}  # fmt: skip
@@ -65,11 +72,6 @@ def expected_skeleton(sobject: str, fields: list[str], n: int, owner: bool) -> s
     return f"SELECT Id, CreatedDate, {', '.join(fields)} FROM {sobject} WHERE {where}"
 
 
-def where_clause(statement: str) -> str:
-    # The head holds no literal, so the first " WHERE " is the keyword.
-    return statement[statement.index(" WHERE ") + len(" WHERE ") :]
-
-
 def check_queries(queries, addresses, sobject, fields, owner_id, limits) -> None:  # noqa: ANN001
     seen: list[str] = []
     for query in queries:
@@ -81,8 +83,6 @@ def check_queries(queries, addresses, sobject, fields, owner_id, limits) -> None
         if owner_id is not None:
             assert literals[-1] == owner_id
         assert len(query.statement) <= limits.max_statement_chars
-        assert len(where_clause(query.statement)) <= limits.max_where_chars
-        assert len(quote_plus(query.statement, safe="")) <= limits.max_encoded_chars
         assert all(len(quote(v)) <= limits.max_string_chars for v in query.values)
         seen.extend(query.values)
     assert sorted(seen) == sorted(set(addresses)), "every address in exactly one batch"
@@ -122,8 +122,7 @@ address = st.builds(
 
 @given(
     st.lists(address, min_size=0, max_size=250),
-    st.sampled_from([DEFAULT_LIMITS, SoqlLimits(max_where_chars=800, max_encoded_chars=1500),
-                     SoqlLimits(max_statement_chars=2000, max_where_chars=10**6, max_encoded_chars=10**6)]),
+    st.sampled_from([DEFAULT_LIMITS, SoqlLimits(max_statement_chars=800), SoqlLimits(max_statement_chars=2000)]),
     st.booleans(),
 )  # fmt: skip
 @settings(max_examples=150, deadline=None)
@@ -138,18 +137,30 @@ def test_batches_partition_the_input_within_limits(addresses: list[str], limits:
 
 def test_statement_limit_with_many_addresses() -> None:
     addresses = [f"person.number{i:05d}@some-company-{i % 97}.example" for i in range(6000)]
-    limits = SoqlLimits(max_where_chars=10**9, max_encoded_chars=10**9)
-    queries = build_match_queries("Lead", ["Email"], addresses, limits=limits)
-    assert len(queries) > 1
-    assert all(len(q.statement) > 90_000 for q in queries[:-1]), "batches are filled, not tiny"
-    check_queries(queries, addresses, "Lead", ["Email"], None, limits)
+    queries = build_match_queries("Lead", ["Email"], addresses)
+    assert len(queries) == 3  # 6,000 addresses of ~45 characters: 275,000 characters of IN list
+    assert all(len(q.statement) > 99_000 for q in queries[:-1]), "batches are filled, not tiny"
+    check_queries(queries, addresses, "Lead", ["Email"], None, DEFAULT_LIMITS)
 
 
-def test_default_batches_stay_under_4000_char_where() -> None:
-    addresses = [f"user{i}@client{i}.example" for i in range(500)]
-    queries = build_match_queries("Contact", ["Email", "Secondary_Email__c"], addresses)
-    assert 5 < len(queries) < 20
-    check_queries(queries, addresses, "Contact", ["Email", "Secondary_Email__c"], None, DEFAULT_LIMITS)
+def test_every_email_field_repeats_the_batch() -> None:
+    addresses = [f"user{i}@client{i}.example" for i in range(3000)]
+    two = build_match_queries("Contact", ["Email", "Secondary_Email__c"], addresses)
+    one = build_match_queries("Contact", ["Email"], addresses)
+    assert (len(one), len(two)) == (1, 2)  # each field repeats the whole IN list: twice the text
+    check_queries(two, addresses, "Contact", ["Email", "Secondary_Email__c"], None, DEFAULT_LIMITS)
+
+
+def test_id_queries_partition_checked_ids() -> None:
+    ids = [f"00T{i:012d}AAA" for i in range(6000)]
+    statements = build_id_queries("SELECT Id FROM TaskRelation", "TaskId", [*ids, ids[0]], prefix="IsWhat = false AND ")
+    assert len(statements) == 2 and all(len(s) <= DEFAULT_LIMITS.max_statement_chars for s in statements)
+    listed = [v for s in statements for v in s.split(" IN (", 1)[1].rstrip(")").split(", ")]
+    assert listed == [f"'{i}'" for i in ids], "every Id once, sorted"
+    assert statements[0].startswith("SELECT Id FROM TaskRelation WHERE IsWhat = false AND TaskId IN ('00T")
+    assert build_id_queries("SELECT Id FROM Task", "Id", []) == []
+    with pytest.raises(ValueError):
+        build_id_queries("SELECT Id FROM Task", "Id", ["00T' OR Id != '"])
 
 
 def test_query_shape() -> None:

@@ -23,7 +23,6 @@ from email_sync.crm.salesforce import (
     RecordResult,
     SalesforceCrm,
     SalesforceError,
-    _id_in_statements,
 )
 from email_sync.keys import IDEMPOTENCY_FIELD
 from sandbox.salesforce import SalesforceSandbox
@@ -143,7 +142,9 @@ def test_query_follows_pages():
         crm, _ = make_crm(sb)
         rows = crm.query_many(["SELECT Id, Email FROM Contact", "SELECT Id FROM Contact WHERE Email = 'p1@x.example'"])
         assert len(rows) == 451 and all("attributes" not in r for r in rows)
-        assert sb.calls.snapshot() == {"query": 2, "queryMore": 2} and crm.calls == 4
+        # Query subrequests of Composite calls: the first carries both statements, then each
+        # "query more" page follows the one before it (pages of 200, 200 and 50 rows).
+        assert sb.calls.snapshot() == {"composite": 3} and crm.calls == 3
 
 
 # -- Tasks ----------------------------------------------------------------------------------------
@@ -282,7 +283,7 @@ def test_relations_with_check_existing_do_not_duplicate(sandbox, contacts):
 
     before = sandbox.calls.snapshot()
     second = crm.ensure_task_relations({t1: contacts[0:5]}, check_existing=True)
-    assert delta(before, sandbox.calls.snapshot()) == {"query": 1, "composite.sobjects.create": 1}
+    assert delta(before, sandbox.calls.snapshot()) == {"composite": 1, "composite.sobjects.create": 1}
     assert [(r.ok, r.created) for r in second] == [(True, False)] * 4 + [(True, True)]
     assert second[1].id == first[0].id  # the existing relation's Id
     assert sorted(r["RelationId"] for r in sandbox.org.task_relations(t1)) == sorted(contacts[0:5])
@@ -304,14 +305,11 @@ def test_relations_are_batched(sandbox, contacts):
     ids = [r.id for r in crm.upsert_tasks([task(key("many", i)) for i in range(300)])]
     assert crm.calls == 2
     pairs = {t: contacts[:2] for t in ids}  # 600 relations, 300 Tasks to check
-    statements = _id_in_statements("SELECT Id, TaskId, RelationId FROM TaskRelation", "TaskId", ids,
-                                   prefix="IsWhat = false AND ")
-    assert len(statements) == 2 and all(len(s.split(" WHERE ", 1)[1]) <= 4000 for s in statements)
     before = sandbox.calls.snapshot()
     results = crm.ensure_task_relations(pairs, check_existing=True)
-    assert delta(before, sandbox.calls.snapshot()) == {"query": 2, "composite.sobjects.create": 3}
+    assert delta(before, sandbox.calls.snapshot()) == {"composite": 1, "composite.sobjects.create": 3}
     assert len(results) == 600 and all(r.ok and r.created for r in results)
-    assert crm.calls == 2 + 5
+    assert crm.calls == 2 + 4
 
 
 def test_relation_errors_are_per_record(sandbox, contacts):
@@ -414,7 +412,7 @@ def test_transient_faults_are_retried_with_backoff_and_counted(sandbox):
 
 def test_retries_stop_after_max_attempts(sandbox):
     crm, clock = make_crm(sandbox, max_attempts=3)
-    sandbox.faults.inject("query", "http", status=500, rate=1.0, times=10)
+    sandbox.faults.inject("composite", "http", status=500, rate=1.0, times=10)
     with pytest.raises(SalesforceError, match="gave up after 3 attempts") as exc:
         crm.query("SELECT Id FROM Contact LIMIT 1")
     assert exc.value.status == 500 and exc.value.error_code == "UNKNOWN_EXCEPTION"
@@ -507,7 +505,7 @@ def test_401_fails_fast(sandbox):
     assert crm.calls == 1 and exc.value.status == 401 and "not-a-session" not in str(exc.value)
 
     crm, clock = make_crm(sandbox)
-    sandbox.faults.inject("query", "http", status=401, rate=1.0, times=3)
+    sandbox.faults.inject("composite", "http", status=401, rate=1.0, times=3)
     with pytest.raises(AuthenticationFailed) as exc:
         crm.query("SELECT Id FROM Contact")
     assert crm.calls == 1 and clock.sleeps == []

@@ -205,6 +205,41 @@ def test_uri_and_statement_limits(sf):
     assert "100,000" in str(exc.value.content)
 
 
+def test_composite_queries_are_one_call_and_carry_long_statements(sandbox, sf):
+    from urllib.parse import quote
+
+    path = "/services/data/v" + sf.sf_version + "/query/?q="
+    emails = ", ".join(f"'c{i}@customer.example'" for i in range(2200))  # far beyond a URL, within SOQL
+    long_query = f"SELECT Id, Email FROM Contact WHERE Email IN ({emails})"
+    subrequests = [
+        {"method": "GET", "url": path + quote(long_query, safe=""), "referenceId": "long"},
+        {"method": "GET", "url": path + quote("SELECT Id FROM Contact WHERE Email = 'oops", safe=""),
+         "referenceId": "bad"},
+        {"method": "GET", "url": path + quote("SELECT COUNT() FROM Lead", safe=""), "referenceId": "count"},
+    ]
+    before = sandbox.api_usage
+    answer = sf.restful("composite", method="POST", json={"allOrNone": False, "compositeRequest": subrequests})
+    assert sandbox.api_usage == before + 1  # the whole composite request is one call
+    long, bad, count = answer["compositeResponse"]
+    assert (long["referenceId"], long["httpStatusCode"]) == ("long", 200)
+    assert long["body"]["totalSize"] == 2200 and not long["body"]["done"]  # pages of 2,000 rows
+    assert bad["httpStatusCode"] == 400 and bad["body"][0]["errorCode"] == "MALFORMED_QUERY"
+    assert count["body"] == {"totalSize": N_LEADS, "done": True, "records": []}
+
+    more = sf.restful("composite", method="POST", json={"compositeRequest": [
+        {"method": "GET", "url": long["body"]["nextRecordsUrl"], "referenceId": "more"}]})
+    assert more["compositeResponse"][0]["httpStatusCode"] == 200
+
+    halted = sf.restful("composite", method="POST", json={"allOrNone": True, "compositeRequest": subrequests})
+    assert [r["httpStatusCode"] for r in halted["compositeResponse"]] == [200, 400, 400]
+    assert halted["compositeResponse"][2]["body"][0]["errorCode"] == "PROCESSING_HALTED"
+
+    six = [{"method": "GET", "url": path + "SELECT+Id+FROM+Lead+LIMIT+1", "referenceId": f"q{i}"} for i in range(6)]
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.restful("composite", method="POST", json={"compositeRequest": six})
+    assert error_code(exc) == "LIMIT_EXCEEDED"
+
+
 def test_describe(sandbox, sf):
     task = {f["name"]: f for f in sf.Task.describe()["fields"]}
     assert (task["Subject"]["length"], task["Subject"]["byteLength"]) == (255, 765)
