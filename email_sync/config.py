@@ -13,9 +13,15 @@ stay strings (so ``mode: off`` means off, not false) and ``18:00`` stays a time 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import json
+import os
 import re
+import tempfile
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,7 @@ JOB_ID_PATTERN = re.compile(r"^[a-z0-9_]+$")
 MAX_JOB_ID_LENGTH = 100
 POLICY_FILE = "policy.yaml"
 JOBS_DIR = "jobs"
+CACHE_DIR_ENV = "EMAIL_SYNC_CACHE_DIR"
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -116,6 +123,107 @@ def read_yaml(path: Path) -> Any:
         return yaml.load(handle, Loader=ConfigLoader)  # noqa: S506 - a safe loader subclass
 
 
+def default_cache_dir() -> Path:
+    """Where parsed job files are kept between DAG-file parses: ``$EMAIL_SYNC_CACHE_DIR``,
+    else a per-user directory under the system temp dir."""
+    configured = os.environ.get(CACHE_DIR_ENV)
+    if configured:
+        return Path(configured)
+    return Path(tempfile.gettempdir()) / f"email_sync-cache-{getattr(os, 'getuid', lambda: 'user')()}"
+
+
+class ParsedYamlCache:
+    """Parsed job files of one config directory, keyed by a digest of each file's bytes.
+
+    YAML parsing is most of loading a thousand job files, and a DAG-file parse repeats it
+    every few seconds for files that rarely change. Each file is still read on every load;
+    only its parse is reused, and only for the very same bytes, parsed by the very same
+    loader (the key includes this module's source and the yaml version). Only plain JSON
+    values are kept (str keys; str, int, float, bool, null, lists), which JSON gives back
+    exactly; anything else, and every file that fails to parse, is parsed each time. The
+    cache is a JSON file (no code), in a directory owned by this user and writable by no
+    one else, or it is not used; any problem reading or writing it just means no cache.
+    """
+
+    def __init__(self, cache_dir: Path, config_dir: Path) -> None:
+        name = hashlib.blake2b(str(config_dir.resolve()).encode(), digest_size=12).hexdigest()
+        self.path = cache_dir / f"jobs-{name}.json"
+        self.version = _loader_version()
+        self.enabled = _private_dir(cache_dir)
+        self.entries: dict[str, Any] = self._read() if self.enabled else {}
+        self.used: dict[str, Any] = {}
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("version") != self.version or not isinstance(data.get("entries"), dict):
+            return {}
+        return data["entries"]
+
+    def read_yaml(self, path: Path) -> Any:
+        """What :func:`read_yaml` returns for ``path`` (same value, same errors)."""
+        data = path.read_bytes()
+        key = hashlib.blake2b(data, digest_size=16).hexdigest()
+        if key in self.entries:
+            raw = self.used[key] = self.entries[key]
+            return raw
+        stream = io.BytesIO(data)
+        stream.name = str(path)  # error marks name the file, as when parsing the file itself
+        raw = yaml.load(stream, Loader=ConfigLoader)  # noqa: S506 - a safe loader subclass
+        if _plain_json(raw):
+            self.used[key] = raw
+        return raw
+
+    def save(self) -> None:
+        """Write back the entries this load used, when they differ from what was read."""
+        if not self.enabled or self.used.keys() == self.entries.keys():
+            return
+        payload = json.dumps({"version": self.version, "entries": self.used}, separators=(",", ":"))
+        temporary = None
+        try:
+            with tempfile.NamedTemporaryFile("w", dir=self.path.parent, prefix=".jobs-", delete=False) as handle:
+                temporary = handle.name
+                handle.write(payload)
+            os.replace(temporary, self.path)  # atomic: concurrent parses never see half a file
+        except OSError:
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+
+
+def _loader_version() -> str:
+    """Changes whenever parsing could: this module's source (the loader) or the yaml library."""
+    digest = hashlib.blake2b(Path(__file__).read_bytes(), digest_size=12)
+    digest.update(f"{yaml.__version__}:{getattr(yaml, '__with_libyaml__', False)}".encode())
+    return digest.hexdigest()
+
+
+def _private_dir(path: Path) -> bool:
+    """Create ``path`` (0700) if needed; True when it is a directory of this user that no one
+    else can write to (so nobody else can plant parsed config in it)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.stat()
+    except OSError:
+        return False
+    getuid = getattr(os, "getuid", None)
+    return path.is_dir() and (getuid is None or info.st_uid == getuid()) and not info.st_mode & 0o022
+
+
+def _plain_json(value: Any) -> bool:
+    """Whether ``json.loads(json.dumps(value))`` gives back exactly ``value`` (types included)."""
+    kind = type(value)
+    if kind in (str, int, float, bool) or value is None:
+        return True
+    if kind is list:
+        return all(_plain_json(v) for v in value)
+    if kind is dict:
+        return all(type(k) is str and _plain_json(v) for k, v in value.items())
+    return False
+
+
 def load_policy(config_dir: Path) -> tuple[Policy, list[JobConfigError]]:
     """The policy from ``policy.yaml``; built-in defaults when the file does not exist."""
     path = config_dir / POLICY_FILE
@@ -133,12 +241,13 @@ def load_policy(config_dir: Path) -> tuple[Policy, list[JobConfigError]]:
     return policy, [JobConfigError(None, e.field, e.value, e.message, str(path)) for e in errors]
 
 
-def load_jobs(config_dir: str | Path, only: str | None = None) -> JobLoadResult:
+def load_jobs(config_dir: str | Path, only: str | None = None, *, cache_dir: Path | None = None) -> JobLoadResult:
     """Load and validate every job under ``config_dir``; never raises for bad content.
 
     ``only`` loads just that job's file (a task run needs its own job, not a thousand):
     the cross-job mailbox check is then skipped, as the full load made on every DAG-folder
-    parse already refused such jobs.
+    parse already refused such jobs. ``cache_dir`` keeps the job files' parsed YAML there
+    between full loads (:class:`ParsedYamlCache`); the result is the same with or without.
     """
     config_dir = Path(config_dir)
     if not config_dir.is_dir():
@@ -153,11 +262,14 @@ def load_jobs(config_dir: str | Path, only: str | None = None) -> JobLoadResult:
         path = config_dir / JOBS_DIR / f"{only}.yaml"
         job, job_errors = load_job(path, policy) if path.is_file() else (None, [])
         return JobLoadResult([job] if job else [], errors + job_errors, policy.org, policy)
+    cache = ParsedYamlCache(cache_dir, config_dir) if cache_dir is not None else None
     for path in _job_files(config_dir / JOBS_DIR, errors):
-        job, job_errors = load_job(path, policy)
+        job, job_errors = load_job(path, policy, cache.read_yaml if cache else read_yaml)
         errors.extend(job_errors)
         if job is not None:
             jobs.append(job)
+    if cache is not None:
+        cache.save()
     jobs, duplicate_errors = _drop_duplicate_mailboxes(jobs)
     errors.extend(duplicate_errors)
     return JobLoadResult(jobs, errors, policy.org, policy)
@@ -166,14 +278,20 @@ def load_jobs(config_dir: str | Path, only: str | None = None) -> JobLoadResult:
 def _job_files(jobs_dir: Path, errors: list[JobConfigError]) -> list[Path]:
     if not jobs_dir.is_dir():
         return []
-    paths = sorted(p for p in jobs_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    # scandir: a directory entry knows whether it is a file without a stat() per file; names
+    # sort as strings (the order of paths in one directory), far cheaper than Path objects.
+    with os.scandir(jobs_dir) as entries:
+        names = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_file())
+    paths = [jobs_dir / name for name in names]
     for path in paths:
         if path.suffix == ".yml":
             errors.append(JobConfigError(path.stem, "(file)", path.name, "rename to .yaml", str(path)))
     return [p for p in paths if p.suffix == ".yaml"]
 
 
-def load_job(path: Path, policy: Policy) -> tuple[Job | None, list[JobConfigError]]:
+def load_job(
+    path: Path, policy: Policy, read: Callable[[Path], Any] = read_yaml
+) -> tuple[Job | None, list[JobConfigError]]:
     """One job file, merged with the policy; the job is None when any error was found."""
     job_id = path.stem
 
@@ -185,7 +303,7 @@ def load_job(path: Path, policy: Policy) -> tuple[Job | None, list[JobConfigErro
             error("job_id", job_id, f"file name must match {JOB_ID_PATTERN.pattern} (at most {MAX_JOB_ID_LENGTH} characters)")
         ]
     try:
-        raw = read_yaml(path)
+        raw = read(path)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         return None, [error("(file)", path.name, _first_line(exc))]
     if not isinstance(raw, dict):

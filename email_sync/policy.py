@@ -18,6 +18,7 @@ from email_sync.settings import (
     JOB_FIELDS,
     MIN_FREQUENCY_MINUTES,
     Default,
+    FieldSpec,
     JobSettings,
     Mode,
     OrgSettings,
@@ -152,8 +153,7 @@ def merge_job_settings(user: Mapping[str, Any], policy: Policy) -> MergedSetting
         if name not in JOB_FIELDS:
             errors.append(unknown_key_error(str(name), name, user[name], JOB_FIELDS))
 
-    for name, spec in JOB_FIELDS.items():
-        fallback, source = policy.fallback(name)
+    for name, spec, fallback, source in _fallbacks(policy):
         if name in policy.locked:
             values[name], provenance[name] = fallback, Source.LOCKED
             if name in user:
@@ -172,6 +172,18 @@ def merge_job_settings(user: Mapping[str, Any], policy: Policy) -> MergedSetting
     if errors:
         return MergedSettings(None, provenance, tuple(notes), tuple(errors))
     return MergedSettings(JobSettings(**values), provenance, tuple(notes), ())
+
+
+_last_fallbacks: tuple[Policy, tuple[tuple[str, FieldSpec, Any, Source], ...]] | None = None
+
+
+def _fallbacks(policy: Policy) -> tuple[tuple[str, FieldSpec, Any, Source], ...]:
+    """Every setting with its fallback under ``policy``: worked out once per policy (the
+    last one seen), not once per job file, since a load merges every job with one policy."""
+    global _last_fallbacks
+    if _last_fallbacks is None or _last_fallbacks[0] is not policy:
+        _last_fallbacks = (policy, tuple((name, spec, *policy.fallback(name)) for name, spec in JOB_FIELDS.items()))
+    return _last_fallbacks[1]
 
 
 def _show(value: Any) -> str:

@@ -50,6 +50,9 @@ class Mode(StrEnum):
     DESIGNATED = "designated"
 
 
+_MODE_VALUES = frozenset(m.value for m in Mode)
+
+
 class MatchObject(StrEnum):
     """Salesforce objects an email may be matched to."""
 
@@ -202,7 +205,7 @@ def optional(parser: Parser) -> Parser:
 
 def parse_mode(name: str, value: Any) -> Mode:
     text = value.strip().lower() if isinstance(value, str) else None
-    if text not in {m.value for m in Mode}:
+    if text not in _MODE_VALUES:
         raise SettingError(name, value, "must be one of off, all, designated")
     return Mode(text)
 

@@ -116,6 +116,12 @@ class SyncWindowTimetable(Timetable):
     # -- validation -------------------------------------------------------------------
     def problems(self) -> list[str]:
         """Every invalid setting, as messages naming the field ([] = valid)."""
+        return list(self._problems)
+
+    @functools.cached_property
+    def _problems(self) -> tuple[str, ...]:
+        # Computed once: Airflow validates the timetable when the DAG is built and again when
+        # it is bagged, and the factory shares one timetable between DAGs of equal schedule.
         problems = window_problems(
             frequency_minutes=self.frequency_minutes,
             days=self.days,
@@ -139,7 +145,7 @@ class SyncWindowTimetable(Timetable):
             problems.append(
                 f"enabled at: must be a timezone-aware datetime (ISO 8601 with offset), got {self.enabled_at!r}"
             )
-        return problems
+        return tuple(problems)
 
     def validate(self) -> None:
         problems = self.problems()

@@ -525,11 +525,9 @@ def test_resolve_names(ews):
     assert [m.email_address for m in resolved if isinstance(m, Mailbox)] == [ALICE]
 
 
-def test_seed_file_parses_and_starts_fast():
-    started = time.monotonic()
+def test_seed_file_parses_and_starts():
     with EwsSandbox.from_files(SEED) as server:
         assert requests.get(server.endpoint, timeout=5).status_code == 401
-    assert time.monotonic() - started < 1.0
     assert read_seed_file(SEED)["accounts"][0]["username"] == "alice"
 
 
