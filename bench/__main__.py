@@ -17,9 +17,8 @@ if str(ROOT / "plugins") not in sys.path:
     sys.path.append(str(ROOT / "plugins"))
 
 FULL = {"sizes": (0, 1, 100, 1_000, 10_000), "task_process_sizes": (10_000,), "parse_sizes": (1, 100, 1_000, 5_000),
-        "what_if_sizes": (10_000,), "mixed": True}
-QUICK = {"sizes": (0, 1, 100), "task_process_sizes": (100,), "parse_sizes": (1, 100), "what_if_sizes": (),
-         "mixed": True}
+        "mixed": True}
+QUICK = {"sizes": (0, 1, 100), "task_process_sizes": (100,), "parse_sizes": (1, 100), "mixed": True}
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -42,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=_ints, help="emails per measured run, e.g. 0,1,100,1000,10000")
     parser.add_argument("--task-process-sizes", type=_ints,
                         help="sizes also run with one `airflow tasks test` process per task (peak RSS per task)")
-    parser.add_argument("--what-if-sizes", type=_ints, help="sizes also run with the bench-only what-if patches")
     parser.add_argument("--parse-sizes", type=_ints, help="job counts of the parse benchmark, e.g. 1,100,1000,5000")
     parser.add_argument("--parse-reps", type=int, default=3, help="fresh processes per parse measurement (median)")
     parser.add_argument("--no-mixed", action="store_true", help="skip the mixed data set (four jobs, four modes)")
@@ -53,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     plan = dict(QUICK if args.quick else FULL)
-    for key in ("sizes", "task_process_sizes", "what_if_sizes", "parse_sizes"):
+    for key in ("sizes", "task_process_sizes", "parse_sizes"):
         if getattr(args, key) is not None:
             plan[key] = getattr(args, key)
     if args.no_mixed:
@@ -82,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         "schema_version": 1,
         "benchmark": {"quick": args.quick, "sizes": list(plan["sizes"]),
                       "task_process_sizes": list(plan["task_process_sizes"]),
-                      "what_if_sizes": list(plan["what_if_sizes"]), "parse_sizes": list(plan["parse_sizes"]),
+                      "parse_sizes": list(plan["parse_sizes"]),
                       "parse_reps": args.parse_reps, "mixed": plan["mixed"], "main_job": pipeline.MAIN_JOB,
-                      "main_job_settings": data.JOBS[pipeline.MAIN_JOB], "what_ifs": pipeline.WHAT_IFS},
+                      "main_job_settings": data.JOBS[pipeline.MAIN_JOB]},
         "environment": {"python": platform.python_version(), "airflow": airflow_version,
                         "cpus": os.cpu_count(), "platform": platform.platform(), "git_head": head,
                         "git_dirty": dirty, "started_at": datetime.now(UTC).replace(microsecond=0).isoformat()},
@@ -94,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                                          for s, lo, hi in data.ATTACHMENT_TIERS],
                     "inline_share": data.INLINE_SHARE, "tag_weights": data.TAGS, "folders": list(data.FOLDERS),
                     "jobs": data.JOBS, "full_mailboxes": data.FULL_MAILBOXES},
-        "pipeline": {"runs": [], "task_processes": [], "tasks_test_floor": None, "what_if": []},
+        "pipeline": {"runs": [], "task_processes": [], "tasks_test_floor": None},
         "mixed": None,
         "parse": None,
         "targets": [],
@@ -105,10 +103,6 @@ def main(argv: list[str] | None = None) -> int:
         for size in plan["sizes"]:
             results["pipeline"]["runs"].append(
                 pipeline.measure_run(size, env, workdir / "pipeline" / f"run-{size}", log=log))
-    for size in plan["what_if_sizes"]:
-        log(f"==> what-if ({', '.join(pipeline.WHAT_IFS)}) at {size} emails: bench-only patches, product unchanged")
-        results["pipeline"]["what_if"].append(pipeline.measure_run(
-            size, env, workdir / "pipeline" / f"what-if-{size}", what_if=tuple(pipeline.WHAT_IFS), log=log))
     if plan["task_process_sizes"]:
         log("==> one `airflow tasks test` process per task")
         results["pipeline"]["tasks_test_floor"] = pipeline.measure_tasks_test_floor(env, workdir / "pipeline" / "floor")

@@ -8,7 +8,7 @@ Airflow environment, the sandboxes' Connections and ``EMAIL_SYNC_CONFIG_DIR`` se
 - wall time per task: the TaskInstance's ``start_date``/``end_date`` in the metadata DB;
 - memory: a sampler thread reads this process's resident set (``/proc/self/statm``) every
   10 ms; a task's peak RSS is the highest sample between its start and end. The process's
-  overall peak is ``ru_maxrss`` (the parent also reads it through ``wait4``).
+  overall peak is ``ru_maxrss`` (the parent also reads it, through :mod:`bench.launch`).
 """
 
 from __future__ import annotations
@@ -56,36 +56,6 @@ class RssSampler(threading.Thread):
         return max(inside) if inside else 0
 
 
-def apply_what_ifs(names: list[str]) -> None:
-    """Benchmark-only monkeypatches that preview a proposed product change (see docs/BENCHMARKS.md)."""
-    for name in names:
-        if name == "exchangelib_chunked_parse":
-            from exchangelib.services import common
-            from exchangelib.util import to_xml
-
-            def _get_soap_parts(cls: Any, response: Any) -> Any:
-                try:
-                    root = to_xml(response.iter_content(chunk_size=64 * 1024))
-                except common.ParseError as e:
-                    raise common.SOAPError(f"Bad SOAP response: {e}") from e
-                header = root.find(f"{{{common.SOAPNS}}}Header")
-                body = root.find(f"{{{common.SOAPNS}}}Body")
-                if body is None:
-                    raise common.MalformedResponseError("No Body element in SOAP response")
-                return header, body
-
-            common.EWSService._get_soap_parts = classmethod(_get_soap_parts)
-        elif name == "soql_url_bound":
-            import functools
-
-            from email_sync import soql, steps
-
-            steps.build_match_queries = functools.partial(
-                soql.build_match_queries, limits=soql.SoqlLimits(max_where_chars=100_000))
-        else:
-            raise SystemExit(f"unknown what-if {name!r}")
-
-
 def task_rows(run: Any, dag: Any, sampler: RssSampler | None = None) -> list[dict[str, Any]]:
     """Per TaskInstance: state, wall time (start/end dates), sampled peak RSS, returned counts (XCom)."""
     from airflow.models.xcom import XComModel
@@ -129,7 +99,6 @@ def inspect(dag_id: str, out: Path, run_id: str) -> int:
 
 
 def main(dag_id: str, out: Path) -> int:
-    apply_what_ifs([n for n in os.environ.get("BENCH_WHAT_IF", "").split(",") if n])
     sampler = RssSampler()
     sampler.start()
     started = time.perf_counter()

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from sandbox.stack import local_airflow_env
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"  # gitignored
 POLICY = ROOT / "include" / "email_sync" / "policy.yaml"
+LAUNCHER = ROOT / "bench" / "launch.py"  # measured commands are started through it (launch())
 
 
 def airflow_env(airflow_home: Path, **extra: str) -> dict[str, str]:
@@ -59,28 +61,39 @@ def write_config(config_dir: Path, jobs: dict[str, dict]) -> Path:
 class Measured:
     returncode: int
     wall_seconds: float
-    peak_rss_mb: float  # ru_maxrss of exactly this child (wait4), not of every child so far
+    peak_rss_mb: float  # ru_maxrss of exactly this command, taken by bench/launch.py (see launch())
+
+
+def launch(cmd: list[str], env: dict[str, str], stdout: IO[bytes], stderr: IO[bytes] | int,
+           timeout: float = 3600) -> Measured:
+    """Run ``cmd`` through :mod:`bench.launch`; its exit code, wall time and its own peak RSS.
+
+    Not ``wait4`` on a child of this process: Linux hands an exec'd child the RSS high-water
+    mark of the process it was forked from, and this process holds the seeded sandboxes
+    (hundreds of MB). The small, freshly started launcher spawns the command instead and
+    reports the command's ``wait4`` rusage through a pipe.
+    """
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-I", "-S", str(LAUNCHER), str(write_fd), str(timeout), "--", *cmd],
+                                env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                pass_fds=(write_fd,))
+    finally:
+        os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        raw = pipe.read()  # EOF once the launcher has reaped the command and exited
+    launcher_exit = proc.wait()
+    if not raw:
+        raise RuntimeError(f"bench/launch.py exited {launcher_exit} without a report for {cmd}")
+    report = json.loads(raw)
+    return Measured(report["returncode"], report["wall_seconds"], report["maxrss_kb"] / 1024)
 
 
 def run_measured(cmd: list[str], env: dict[str, str], log_path: Path, timeout: float = 3600) -> Measured:
-    """Run ``cmd``, output to ``log_path``; its wall time and peak RSS through ``os.wait4``."""
+    """Run ``cmd``, stdout and stderr to ``log_path``; its wall time and own peak RSS (:func:`launch`)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = started + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid == proc.pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.02)
-        wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
-    return Measured(proc.returncode, wall, usage.ru_maxrss / 1024)
+        return launch(cmd, env, log, subprocess.STDOUT, timeout)
 
 
 def tail(path: Path, chars: int = 3000) -> str:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.env import ROOT, write_config
+from bench.env import ROOT, launch, write_config
 
 MODES = ("all", "designated", "all", "off", "all")
 TIMEZONES = ("Europe/Berlin", "America/New_York", "Europe/London", "Asia/Tokyo", "UTC")
@@ -79,12 +79,16 @@ def write_plain(folder: Path, n: int) -> Path:
 
 
 def _child(kind: str, folder: Path, env: dict[str, str]) -> dict[str, Any]:
-    result = subprocess.run([sys.executable, "-m", "bench.parse_child", kind, str(folder)], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=900)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode != 0 or not lines:
-        raise RuntimeError(f"parse child {kind} {folder} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    """One fresh parse process; its JSON line, with its own peak RSS from :func:`bench.env.launch`."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        measured = launch([sys.executable, "-m", "bench.parse_child", kind, str(folder)], env, out, err, timeout=900)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if measured.returncode != 0 or not lines:
+        raise RuntimeError(f"parse child {kind} {folder} failed:\n{stdout[-2000:]}\n{stderr[-3000:]}")
+    return {**json.loads(lines[-1]), "peak_rss_mb": measured.peak_rss_mb}
 
 
 def _median(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -122,6 +126,7 @@ def measure_parse(sizes: tuple[int, ...], base_env: dict[str, str], workdir: Pat
             "ours_peak_rss_mb": round(max(r["peak_rss_mb"] for r in ours), 1),
             "plain_peak_rss_mb": round(max(r["peak_rss_mb"] for r in base), 1),
             "ours_breakdown": {"load_jobs_seconds": round(ours[0]["load_jobs_seconds"], 4),
+                               "load_jobs_cached_seconds": round(ours[0]["load_jobs_cached_seconds"], 4),
                                "build_dags_seconds_warm": round(ours[0]["build_dags_seconds"], 4)},
             "airflow_import_seconds": _median(ours + base, "airflow_import_seconds"),
         }

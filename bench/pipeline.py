@@ -13,8 +13,9 @@ Two ways to run one DAG run:
 - ``task processes``: the run is created (``airflow dags reserialize`` + ``dags
   trigger``), then every task runs in its own ``airflow tasks test <dag> <task> <run>``
   process, as a worker would run it; each process's wall time and peak RSS through
-  ``wait4``. ``tasks test`` runs Airflow's execution API in-process, so its floor is
-  measured too (the same command on a one-EmptyOperator DAG).
+  ``wait4`` in :mod:`bench.launch` (not here: see :func:`bench.env.launch`). ``tasks
+  test`` runs Airflow's execution API in-process, so its floor is measured too (the same
+  command on a one-EmptyOperator DAG).
 """
 
 from __future__ import annotations
@@ -32,12 +33,6 @@ from bench.env import Measured, run_measured, tail, write_config
 TASKS = ("extract_folder_mail", "filter_by_mode", "match_recipients", "bulk_insert_tasks", "upload_attachments",
          "mark_synced_and_summarize")
 MAIN_JOB = "ana"  # mode all, shared activities, every attachment: the heaviest job
-WHAT_IFS = {
-    "exchangelib_chunked_parse": "EWS responses parsed from 64 KiB chunks instead of exchangelib's 1-byte "
-                                 "iter_content() (bench-only monkeypatch of EWSService._get_soap_parts)",
-    "soql_url_bound": "match queries bounded only by the 12,000-character encoded URL (SoqlLimits("
-                      "max_where_chars=100_000)) instead of the 4,000-character WHERE rule (bench-only patch)",
-}
 
 
 class BenchFailure(RuntimeError):
@@ -51,11 +46,8 @@ def _world(dataset: Dataset, workdir: Path) -> tuple[Path, Path, Path]:
     return config, workdir / "state.db", workdir / "staging"
 
 
-def _env(base_env: dict[str, str], stack: Any, config: Path, state_db: Path, staging: Path,
-         what_if: tuple[str, ...] = ()) -> dict[str, str]:
+def _env(base_env: dict[str, str], stack: Any, config: Path, state_db: Path, staging: Path) -> dict[str, str]:
     env = {**base_env, **stack.environment(state_db, staging, max_wait=30), "EMAIL_SYNC_CONFIG_DIR": str(config)}
-    if what_if:
-        env["BENCH_WHAT_IF"] = ",".join(what_if)
     return env
 
 
@@ -104,7 +96,7 @@ def _task_rows(child: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def measure_run(size: int, base_env: dict[str, str], workdir: Path, *, what_if: tuple[str, ...] = (),
+def measure_run(size: int, base_env: dict[str, str], workdir: Path, *,
                 log: Any = print) -> dict[str, Any]:
     """One Sync Now run of the main job over ``size`` emails, under ``dag.test`` (one process)."""
     dataset = build_dataset({MAIN_JOB: size})
@@ -116,7 +108,7 @@ def measure_run(size: int, base_env: dict[str, str], workdir: Path, *, what_if: 
         seeded = time.perf_counter() - started
         stack.ews.calls.reset()
         stack.salesforce.calls.reset()
-        env = _env(base_env, stack, config, state_db, staging, what_if)
+        env = _env(base_env, stack, config, state_db, staging)
         measured, child = _dag_test(env, f"email_sync__{MAIN_JOB}", workdir, "run")
         sf, ews = _calls(stack.salesforce.calls), _calls(stack.ews.calls)
         org = _org_state(stack)
@@ -141,8 +133,6 @@ def measure_run(size: int, base_env: dict[str, str], workdir: Path, *, what_if: 
                     "rss_before_run_mb": child["rss_before_run_mb"]},
         "seed_seconds": round(seeded, 2),
     }
-    if what_if:
-        result["what_if"] = list(what_if)
     log(f"    {size:>6} emails: {child['state']}, {sf['total']} Salesforce calls, {ews['total']} EWS requests, "
         f"run {run_seconds:.1f}s, peak RSS {measured.peak_rss_mb:.0f} MB")
     if child["state"] != "success":

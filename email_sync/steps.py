@@ -26,8 +26,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from email_sync.attachments import select_attachments
 from email_sync.batch import read_json, read_jsonl, read_mail, write_json, write_jsonl, write_mail
@@ -178,39 +179,46 @@ def filter_mail(ctx: RunContext, store: StateStore, now: datetime) -> dict[str, 
     missing they go on as files-only candidates.
     """
     rules = compile_rules(ctx.settings, ctx.org)
-    items = {_key(item): item for item in read_mail(ctx.path("mail.parquet"))}
-    referenced = {message_key(ref) for item in items.values() for ref in _referenced_ids(item)}
+    mail = ctx.path("mail.parquet")
+    # The staged mail is streamed several times rather than held: memory stays at one row
+    # group plus a small decision per email, whatever the run's size.
+    referenced = {message_key(ref) for item in read_mail(mail) for ref in _referenced_ids(item)}
     since = now - timedelta(days=ctx.org.reply_window_days)
     recorded = store.recorded_since(ctx.job_id, referenced, since)
 
-    decisions = {key: classify(item, rules, recorded) for key, item in items.items()}
+    decisions: dict[str, Decision] = {}
+    item_ids: dict[str, str] = {}
+    for item in read_mail(mail):
+        key = _key(item)
+        decisions[key] = classify(item, rules, recorded)
+        item_ids[key] = item.item_id
     in_batch = {key: d.email_at for key, d in decisions.items() if d.record and d.email_at and key in referenced}
-    if in_batch:
+    again = {key for key, d in decisions.items() if d.reason is SkipReason.NOT_DESIGNATED} if in_batch else set()
+    if again:
         recorded = {**recorded, **in_batch}
-        decisions = {
-            key: classify(items[key], rules, recorded) if d.reason is SkipReason.NOT_DESIGNATED else d
-            for key, d in decisions.items()
-        }
+        for item in read_mail(mail):
+            key = _key(item)
+            if key in again:
+                decisions[key] = classify(item, rules, recorded)
 
     ledger = _ledger_by_message(store, ctx.job_id, [k for k, d in decisions.items() if d.record])
     files = _uploaded_files(store, ctx.job_id, ledger)
+    done = {k for k, d in decisions.items()
+            if d.record and ledger.get(k) and all(r.state == "created" for r in ledger[k])}
+    pending_files = _pending_files(mail, decisions, done, files, ctx.org)
     candidates, outcomes = [], []
     reasons: Counter[str] = Counter()
     for key, decision in decisions.items():
-        item = items[key]
-        rows = ledger.get(key)
-        if decision.record and rows and all(r.state == "created" for r in rows):
-            pending_files = [a for a in select_attachments(item, decision, ctx.org).upload
-                             if a.key not in files.get(key, set())]
-            if not pending_files:
+        if key in done:
+            if not pending_files.get(key):
                 decision = replace(decision, reason=SkipReason.ALREADY_RECORDED)
             else:
-                part_one = next(r.task_id for r in rows if r.part == 1)
-                candidates.append(_candidate(key, item, decision, task_id=part_one))
+                part_one = next(r.task_id for r in ledger[key] if r.part == 1)
+                candidates.append(_candidate(key, item_ids[key], decision, task_id=part_one))
                 reasons["files_only"] += 1
                 continue
         if decision.record:
-            candidates.append(_candidate(key, item, decision))
+            candidates.append(_candidate(key, item_ids[key], decision))
         else:
             reasons[decision.reason.value] += 1
             outcomes.append(Outcome(key, "skipped", decision.reason.value, decision.detail))
@@ -302,7 +310,7 @@ def insert_tasks(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> 
     update the same Task instead of creating a second one. Per-record errors are stored per
     email with Salesforce's message; the rest of the batch goes on.
     """
-    rows = [r for r in read_jsonl(ctx.path("tasks.jsonl")) if r["tasks"]]
+    rows = [r for r in _without_fields(ctx.path("tasks.jsonl")) if r["tasks"]]
     ledger = _ledger_by_message(store, ctx.job_id, [r["message_key"] for r in rows])
     done = {l.idempotency_key: l.task_id for ls in ledger.values() for l in ls if l.state == "created"}
     pending = [(r, t) for r in rows for t in r["tasks"] if t["key"] not in done]
@@ -319,7 +327,7 @@ def insert_tasks(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> 
                     datetime.fromisoformat(r["email_at"]))
         for r, t in pending
     ])
-    results = client.upsert_tasks([(t["key"], t["fields"]) for _, t in pending])
+    results = client.upsert_tasks(_StagedTaskFields(ctx.path("tasks.jsonl"), set(done), len(pending)))
     created = {res.key: res.id for res in results if res.ok}
     failed = {res.key: (res.error_code or "UNKNOWN", res.error_message or "") for res in results if not res.ok}
     store.mark_created(created)
@@ -353,6 +361,48 @@ def insert_tasks(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> 
     return counts
 
 
+class _StagedTaskFields(Sequence[tuple[str, dict[str, Any]]]):
+    """(key, Salesforce fields) of the staged Tasks not yet created, in file order.
+
+    Read from ``tasks.jsonl`` whenever it is iterated, so the fields (descriptions up to
+    32 KB each) are held by the Salesforce client alone while it sends them, not also by
+    the insert step for the whole insert.
+    """
+
+    def __init__(self, path: Path, done: set[str], count: int) -> None:
+        self._path = path
+        self._done = done
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for row in read_jsonl(self._path):
+            for task in row["tasks"]:
+                if task["key"] not in self._done:
+                    yield task["key"], task["fields"]
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, dict[str, Any]]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[str, dict[str, Any]]]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return list(islice(self, *index.indices(self._count)))
+        if not -self._count <= index < self._count:
+            raise IndexError(index)
+        return next(islice(self, index % self._count, None))
+
+
+def _without_fields(path: Path) -> Iterator[dict[str, Any]]:
+    """Staged Task rows without the Tasks' Salesforce fields: what bookkeeping needs."""
+    for row in read_jsonl(path):
+        row["tasks"] = [{k: v for k, v in task.items() if k != "fields"} for task in row["tasks"]]
+        yield row
+
+
 def _record_results(ctx: RunContext, store: StateStore, rows: list[dict[str, Any]],
                     created: dict[str, str], failed: dict[str, tuple[str, str]]) -> None:
     outcomes = []
@@ -377,7 +427,8 @@ def upload_attachments(ctx: RunContext, source: Callable[[], MailSource], crm: C
     A file is claimed before its upload; a claim left by a crashed attempt is reconciled
     against the Task's files in Salesforce (same name and size) before anything is sent again.
     """
-    rows = [r for r in read_jsonl(ctx.path("tasks.jsonl")) if r["files"]]
+    rows = [{"message_key": r["message_key"], "files": r["files"]}  # not the Tasks' fields: memory
+            for r in read_jsonl(ctx.path("tasks.jsonl")) if r["files"]]
     if not rows:
         return {"files_uploaded": 0, "salesforce_calls": 0}
     keys = [r["message_key"] for r in rows]
@@ -405,23 +456,33 @@ def upload_attachments(ctx: RunContext, source: Callable[[], MailSource], crm: C
     mailbox = source()
     counts: Counter[str] = Counter(files_reconciled=len(reconciled))
     for batch in _upload_batches(todo):
-        contents = mailbox.attachment_contents([f["attachment_id"] for _, f, _ in batch])
-        uploads, unreadable = [], 0
-        for (row, file, task_id), content in zip(batch, contents, strict=True):
-            if isinstance(content, Exception):
-                unreadable += 1  # stays claimed: the next attempt reads it again
-                continue
-            uploads.append((row, FileUpload(file["key"], task_id, file["name"], content, file["content_type"])))
-        del contents
-        results = client.upload_files([u for _, u in uploads])
-        store.record_files(ctx.job_id, [(row["message_key"], u.key, u.task_id, res.id)
-                                        for (row, u), res in zip(uploads, results, strict=True) if res.ok])
-        counts["files_uploaded"] += sum(1 for r in results if r.ok)
-        counts["files_failed"] += sum(1 for r in results if not r.ok) + unreadable
-        for refused in (r for r in results if not r.ok):
-            log.warning("job %s: Salesforce refused a file: %s", ctx.job_id, refused.error_code)
+        counts.update(_upload_batch(ctx, mailbox, client, store, batch))
     _remember_usage(client, store)
     return {**_ints(counts), "salesforce_calls": client.calls, "ews_requests": mailbox.requests}
+
+
+def _upload_batch(ctx: RunContext, mailbox: MailSource, client: Crm, store: StateStore,
+                  batch: list[tuple[dict[str, Any], dict[str, Any], str]]) -> Counter[str]:
+    """One EWS read and one Salesforce call for a batch of files; their counts.
+
+    A function of its own so the batch's contents are freed when it returns: held by a loop
+    variable, they would stay alive while the next batch is read, two batches at once.
+    """
+    contents = mailbox.attachment_contents([f["attachment_id"] for _, f, _ in batch])
+    uploads, unreadable = [], 0
+    for (row, file, task_id), content in zip(batch, contents, strict=True):
+        if isinstance(content, Exception):
+            unreadable += 1  # stays claimed: the next attempt reads it again
+            continue
+        uploads.append((row, FileUpload(file["key"], task_id, file["name"], content, file["content_type"])))
+    del contents
+    results = client.upload_files([u for _, u in uploads])
+    store.record_files(ctx.job_id, [(row["message_key"], u.key, u.task_id, res.id)
+                                    for (row, u), res in zip(uploads, results, strict=True) if res.ok])
+    for refused in (r for r in results if not r.ok):
+        log.warning("job %s: Salesforce refused a file: %s", ctx.job_id, refused.error_code)
+    return Counter(files_uploaded=sum(1 for r in results if r.ok),
+                   files_failed=sum(1 for r in results if not r.ok) + unreadable)
 
 
 def _upload_batches(todo: list[Any], max_bytes: int = UPLOAD_BATCH_BYTES,
@@ -466,16 +527,18 @@ def finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
     Items recorded by earlier runs whose category write failed are retried here too.
     """
     window = read_json(ctx.path("window.json"))
-    staged = {item.item_id: item for item in read_mail(ctx.path("mail.parquet"))}
     unmarked = store.unmarked(ctx.job_id)
     marked = ews_requests = 0
     if unmarked:
+        wanted = {i for _, i in unmarked}
+        staged = {item.item_id: (item.item_id, item.change_key, item.categories)  # not whole emails: memory
+                  for item in read_mail(ctx.path("mail.parquet")) if item.item_id in wanted}
         mailbox = source()
         known = [staged[i] for _, i in unmarked if i in staged]
         refetch = [(i, "") for _, i in unmarked if i not in staged]
-        fetched = [m for m in mailbox.fetch(refetch) if isinstance(m, MailItem)] if refetch else []
-        done = set(mailbox.add_category(
-            [(m.item_id, m.change_key, m.categories) for m in (*known, *fetched)], ctx.org.crm_category))
+        fetched = [(m.item_id, m.change_key, m.categories) for m in mailbox.fetch(refetch)
+                   if isinstance(m, MailItem)] if refetch else []
+        done = set(mailbox.add_category([*known, *fetched], ctx.org.crm_category))
         store.mark_category(ctx.job_id, [k for k, i in unmarked if i in done])
         marked = len(done)
         ews_requests = mailbox.requests
@@ -545,8 +608,22 @@ def _referenced_ids(item: MailItem) -> Iterator[str]:
             yield ref
 
 
-def _candidate(key: str, item: MailItem, decision: Decision, task_id: str | None = None) -> dict[str, Any]:
-    return {"message_key": key, "item_id": item.item_id, "task_id": task_id,
+def _pending_files(mail: Path, decisions: dict[str, Decision], done: set[str], uploaded: dict[str, set[str]],
+                   org: OrgSettings) -> dict[str, int]:
+    """For emails whose Tasks all exist: how many of their files are still to upload."""
+    if not done:
+        return {}
+    pending: dict[str, int] = {}
+    for item in read_mail(mail):
+        key = _key(item)
+        if key in done:  # the last staged copy of a key wins, as in the decisions
+            plan = select_attachments(item, decisions[key], org)
+            pending[key] = sum(1 for a in plan.upload if a.key not in uploaded.get(key, set()))
+    return pending
+
+
+def _candidate(key: str, item_id: str, decision: Decision, task_id: str | None = None) -> dict[str, Any]:
+    return {"message_key": key, "item_id": item_id, "task_id": task_id,
             "direction": decision.direction.value if decision.direction else None,
             "participants": list(decision.participants), "designated": decision.designated,
             "is_reply": decision.is_reply, "record_attachments": decision.record_attachments,

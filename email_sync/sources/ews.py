@@ -17,11 +17,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+import lxml.etree
 from exchangelib import Account, FileAttachment, HTMLBody, Message
+from exchangelib.attachments import AttachmentId
+from exchangelib.errors import ErrorTimeoutExpired, SOAPError
 from exchangelib.folders import BaseFolder
 from exchangelib.protocol import BaseProtocol
-from exchangelib.attachments import AttachmentId
 from exchangelib.services import GetAttachment
+from exchangelib.util import MNS, SOAPNS, TNS, BytesGeneratorIO, safe_b64decode
 
 from email_sync.models import Address, AttachmentRef, MailItem
 
@@ -94,6 +97,71 @@ class _EwsTransport:
 _EwsTransport.install()
 
 
+class _StreamedGetAttachment(GetAttachment):
+    """GetAttachment whose response is parsed as it arrives, each file decoded as it completes.
+
+    exchangelib reads a whole response into memory, then parses all of it into one tree
+    before anything is converted: for a 25 MB batch, its 33 MB of base64 as the body, again
+    in the tree, briefly a third time while the body is read, next to the decoded files.
+    Here the body streams into ``lxml.etree.iterparse``; each ``t:Content`` is decoded when
+    its element ends and its text is dropped, so memory holds the decoded batch plus one
+    file's base64. Still one request per batch, and the whole response is parsed before
+    anything is returned, as exchangelib does: SOAP faults (ErrorServerBusy and its
+    retries) and per-attachment errors go through exchangelib's own handling unchanged.
+    """
+
+    _SLOT = "email-sync-content"  # attribute on a FileAttachment element: index into _decoded
+    _MESSAGE, _RESPONSE = f"{{{MNS}}}GetAttachmentResponseMessage", f"{{{MNS}}}GetAttachmentResponse"
+    _CONTENT, _FILE, _FAULT = f"{{{TNS}}}Content", f"{{{TNS}}}FileAttachment", f"{{{SOAPNS}}}Fault"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.streaming = True  # exchangelib POSTs with stream=True and hands us the response
+        self._decoded: list[bytes | None] = []
+
+    def _get_soap_messages(self, body: Any) -> list[Any]:
+        # In streaming mode GetAttachment passes the HTTP response on as ``body``. iter_content
+        # also serves a body exchangelib already read (an HTTP 500 carrying a SOAP fault).
+        try:
+            return self._parse(BytesGeneratorIO(body.iter_content(64 * 1024)))
+        except OSError as e:  # requests' errors are OSErrors too
+            # What exchangelib raises for a connection lost while reading a whole response.
+            raise ErrorTimeoutExpired(f"Reraised from {e.__class__.__name__}({e})") from e
+
+    def _parse(self, stream: Any) -> list[Any]:
+        messages, response = [], None
+        for _, elem in lxml.etree.iterparse(stream, events=("end",), resolve_entities=False, huge_tree=True,
+                                            recover=True, tag=(self._CONTENT, self._MESSAGE, self._RESPONSE,
+                                                               self._FAULT)):
+            if elem.tag == self._CONTENT:
+                self._take_content(elem)
+            elif elem.tag == self._MESSAGE:
+                messages.append(elem)
+            elif elem.tag == self._RESPONSE:
+                response = elem
+            else:
+                self._raise_soap_errors(fault=elem)  # raises ErrorServerBusy, SOAPError, ...
+        if response is None:
+            raise SOAPError(f"Unknown SOAP response (expected {self._RESPONSE} or Fault)")
+        return messages or [response]
+
+    def _take_content(self, elem: Any) -> None:
+        """Decode a file's base64 now and drop it from the tree; the FileAttachment keeps an index."""
+        attachment = elem.getparent()
+        if attachment is None or attachment.tag != self._FILE or not elem.text:
+            return  # left as is: exchangelib treats it as before
+        self._decoded.append(safe_b64decode(elem.text))
+        attachment.set(self._SLOT, str(len(self._decoded) - 1))
+        attachment.remove(elem)
+
+    def _elem_to_obj(self, elem: Any) -> Any:
+        slot = elem.get(self._SLOT)
+        obj = super()._elem_to_obj(elem)
+        if slot is not None:
+            obj._content, self._decoded[int(slot)] = self._decoded[int(slot)], None
+        return obj
+
+
 class EwsMailSource:
     def __init__(self, account: Account, page_size: int = PAGE_SIZE) -> None:
         self.account = account
@@ -160,7 +228,7 @@ class EwsMailSource:
         """
         if not attachment_ids:
             return []
-        service = GetAttachment(account=self.account, chunk_size=len(attachment_ids))
+        service = _StreamedGetAttachment(account=self.account, chunk_size=len(attachment_ids))
         answers = service.call(items=[AttachmentId(id=i) for i in attachment_ids], include_mime_content=False,
                                body_type=None, filter_html_content=None, additional_fields=None)
         return [a if isinstance(a, Exception) else (a.content or b"") for a in answers]

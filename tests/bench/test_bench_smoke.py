@@ -29,7 +29,7 @@ def test_quick_data_and_a_tiny_benchmark_run(tmp_path):
 
     output = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--sizes", "0,1", "--task-process-sizes=", "--what-if-sizes=",
+        [sys.executable, "-m", "bench", "--sizes", "0,1", "--task-process-sizes=",
          "--parse-sizes=", "--no-mixed", "--output", str(output), "--workdir", str(tmp_path / "out")],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
