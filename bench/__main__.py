@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task-process-sizes", type=_ints,
                         help="sizes also run with one `airflow tasks test` process per task (peak RSS per task)")
     parser.add_argument("--parse-sizes", type=_ints, help="job counts of the parse benchmark, e.g. 1,100,1000,5000")
-    parser.add_argument("--parse-reps", type=int, default=3, help="fresh processes per parse measurement (median)")
+    parser.add_argument("--parse-reps", type=int, default=5, help="fresh processes per parse measurement (median)")
     parser.add_argument("--no-mixed", action="store_true", help="skip the mixed data set (four jobs, four modes)")
     parser.add_argument("--output", type=Path, help="results JSON (default bench/results.json; "
                                                      "--quick: bench/out/results-quick.json)")

@@ -46,7 +46,9 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 if big else ""),
         _target("parse_ratio_1000", "DAG-file parse, 1,000 jobs: <= 1.2x the parse of 1,000 plain DAGs",
                 parse_rows[1000]["ratio"] if 1000 in parse_rows else None, 1.2, "x",
-                note=(f"ours {parse_rows[1000]['ours_seconds']:.3f}s vs plain {parse_rows[1000]['plain_seconds']:.3f}s"
+                note=(f"CPU time, median of {results['parse']['reps']}: ours {parse_rows[1000]['ours_cpu_seconds']:.3f}s vs "
+                      f"plain {parse_rows[1000]['plain_cpu_seconds']:.3f}s (wall: {parse_rows[1000]['ours_seconds']:.3f}s vs "
+                      f"{parse_rows[1000]['plain_seconds']:.3f}s)"
                       if 1000 in parse_rows else "")),
         _target("task_process_parse_ms", "task process building only its own DAG: <= 50 ms beyond Airflow's import",
                 round(context["own_dag_seconds"] * 1000, 1) if context else None, 50, "ms",
@@ -145,13 +147,14 @@ def table(results: dict[str, Any]) -> str:
     parse = results["parse"]
     if parse:
         out.append("")
-        out.append(f"DAG-file parse through DagBag (median of {parse['reps']} fresh processes)")
-        head = f"  {'jobs':>6}{'ours s':>9}{'plain s':>9}{'ratio':>7}{'load_jobs s':>13}{'ours RSS MB':>13}{'plain RSS MB':>14}"
+        out.append(f"DAG-file parse through DagBag (median of {parse['reps']} fresh processes; ratio of CPU times)")
+        head = (f"  {'jobs':>6}{'ours CPU s':>12}{'plain CPU s':>13}{'ratio':>7}{'ours wall s':>13}{'plain wall s':>14}"
+                f"{'wall ratio':>12}{'ours RSS MB':>13}{'plain RSS MB':>14}")
         out.append(head)
         for r in parse["sizes"]:
-            out.append(f"  {r['jobs']:>6}{r['ours_seconds']:>9.3f}{r['plain_seconds']:>9.3f}{r['ratio']:>7.2f}"
-                       f"{r['ours_breakdown']['load_jobs_seconds']:>13.3f}{r['ours_peak_rss_mb']:>13.0f}"
-                       f"{r['plain_peak_rss_mb']:>14.0f}")
+            out.append(f"  {r['jobs']:>6}{r['ours_cpu_seconds']:>12.3f}{r['plain_cpu_seconds']:>13.3f}{r['ratio']:>7.2f}"
+                       f"{r['ours_seconds']:>13.3f}{r['plain_seconds']:>14.3f}{r['wall_ratio']:>12.2f}"
+                       f"{r['ours_peak_rss_mb']:>13.0f}{r['plain_peak_rss_mb']:>14.0f}")
         c = parse["task_process"]
         comp = c["components"]
         out.append(f"  task process, parsing context ({c['jobs_in_config']} job files): DagBag "
