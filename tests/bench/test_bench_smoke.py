@@ -41,7 +41,13 @@ def test_quick_data_and_a_tiny_benchmark_run(tmp_path):
     assert (empty["emails"], one["emails"]) == (0, 1)
     assert empty["status"] == one["status"] == "success"
     assert empty["salesforce_calls"] == {"total": 0, "by_operation": {}}
-    assert one["salesforce_calls"]["total"] > 0 and one["ews_requests"]["total"] > 0
+    # The data is fixed, so the counts are exact: one email costs the owner lookup and the
+    # Contact and Lead lookups (two Composite calls) and the Task field sizes (describe) ...
+    assert one["salesforce_calls"] == {"total": 3, "by_operation": {"composite": 2, "describe": 1}}
+    # ... and on the EWS side: folder lookups, one FindItem per folder, one GetItem.
+    assert one["ews_requests"] == {"total": 9, "by_operation": {"FindFolder": 1, "FindItem": 3, "GetFolder": 4,
+                                                                 "GetItem": 1}}
+    assert empty["ews_requests"]["total"] == 8  # the same, without GetItem
     assert [t["task_id"] for t in one["tasks"]] == [
         "extract_folder_mail", "filter_by_mode", "match_recipients", "bulk_insert_tasks", "upload_attachments",
         "mark_synced_and_summarize"]
