@@ -68,7 +68,7 @@ def dagbag(folder: str) -> dict:
         started = time.perf_counter()
         dag_args = config_dag_args()
         for job in loaded.jobs:
-            build_sync_dag(job, config, dag_args=dag_args)
+            build_sync_dag(job, dag_args=dag_args)
         result["build_dags_seconds"] = time.perf_counter() - started
     return result
 
@@ -86,7 +86,7 @@ def components(folder: str) -> dict:
     loaded = load_jobs(config, only=wanted[len(DAG_PREFIX):])
     result["load_own_job_seconds"] = time.perf_counter() - started
     started = time.perf_counter()
-    dags = [build_sync_dag(job, config) for job in loaded.jobs]
+    dags = [build_sync_dag(job) for job in loaded.jobs]
     result["build_own_dag_seconds"] = time.perf_counter() - started
     result["dags"] = len(dags)
     return result

@@ -9,15 +9,12 @@ directory (tests, the demo, the benchmarks). Parsed job files are kept between p
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from airflow.sdk import get_parsing_context
 
 from dag_factory.sync_dags import DAG_PREFIX, build_error_dag, build_sync_dag, config_dag_args, dag_id_for
-from email_sync.config import default_cache_dir, load_jobs
+from email_sync.config import default_cache_dir, deployment_config_dir, load_jobs
 
-CONFIG_DIR = os.environ.get("EMAIL_SYNC_CONFIG_DIR") or str(Path(__file__).resolve().parent.parent / "include" / "email_sync")
+CONFIG_DIR = deployment_config_dir()
 
 _wanted = get_parsing_context().dag_id
 if _wanted and _wanted.startswith(DAG_PREFIX):  # a task process: its own job's file only
@@ -27,7 +24,7 @@ else:  # every job; parsed job files are reused across parses while their bytes 
 
 _dag_args = config_dag_args()
 for _job in _loaded.jobs:
-    globals()[dag_id_for(_job.job_id)] = build_sync_dag(_job, CONFIG_DIR, dag_args=_dag_args)
+    globals()[dag_id_for(_job.job_id)] = build_sync_dag(_job, dag_args=_dag_args)
 
 _errors_by_job: dict[str, list] = {}
 for _error in _loaded.errors:

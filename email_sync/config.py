@@ -37,6 +37,7 @@ MAX_JOB_ID_LENGTH = 100
 POLICY_FILE = "policy.yaml"
 JOBS_DIR = "jobs"
 CACHE_DIR_ENV = "EMAIL_SYNC_CACHE_DIR"
+CONFIG_DIR_ENV = "EMAIL_SYNC_CONFIG_DIR"
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -121,6 +122,13 @@ def read_yaml(path: Path) -> Any:
     """Parse one YAML file with :class:`ConfigLoader`."""
     with path.open("rb") as handle:
         return yaml.load(handle, Loader=ConfigLoader)  # noqa: S506 - a safe loader subclass
+
+
+def deployment_config_dir() -> Path:
+    """The deployment's config directory: ``$EMAIL_SYNC_CONFIG_DIR``, else this project's
+    ``include/email_sync``. The DAG file and the tasks it runs read the same one."""
+    configured = os.environ.get(CONFIG_DIR_ENV)
+    return Path(configured) if configured else Path(__file__).resolve().parent.parent / "include" / "email_sync"
 
 
 def default_cache_dir() -> Path:

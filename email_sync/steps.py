@@ -119,6 +119,13 @@ def safe_name(run_id: str) -> str:
 
 
 # --- 1. extract ------------------------------------------------------------------------
+# Each run also reads this much before its window: Exchange stamps DateTimeReceived to the
+# second and an item can become visible in its folder a moment after that stamp, so mail on
+# a window's edge could otherwise fall between two runs. Mail already recorded is skipped
+# (already_recorded); the overlap costs a few items per run, never a second Task.
+EXTRACT_OVERLAP = timedelta(minutes=5)
+
+
 def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
             interval: tuple[datetime, datetime] | None, now: datetime) -> dict[str, Any]:
     """Stage the window's mail (and earlier emails still owed a Task) as ``mail.parquet``.
@@ -143,7 +150,7 @@ def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
     unreadable: list[Outcome] = []
 
     def staged() -> Iterator[MailItem]:
-        for origin, results in (("extracted", mailbox.extract(ctx.settings.folders, start, end)),
+        for origin, results in (("extracted", mailbox.extract(ctx.settings.folders, start - EXTRACT_OVERLAP, end)),
                                 ("retried", mailbox.fetch(retry_refs))):
             for result in results:
                 if not isinstance(result, MailItem):

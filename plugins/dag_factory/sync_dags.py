@@ -17,8 +17,10 @@ from airflow.sdk import DAG
 from email_sync.config import Job, JobConfigError
 from email_sync.settings import JOB_FIELDS, Mode, format_setting
 from operators.email_sync import (
+    DAG_PREFIX,
     EXCHANGE_POOL,
     SALESFORCE_POOL,
+    STEP_TASK_IDS,
     BulkInsertTasksOperator,
     ExtractFolderMailOperator,
     FilterByModeOperator,
@@ -28,7 +30,6 @@ from operators.email_sync import (
 )
 from timetables.sync_window import SyncWindowTimetable
 
-DAG_PREFIX = "email_sync__"
 TAGS = ["email-sync"]
 # Airflow's config-backed DAG defaults that build_sync_dag does not set itself.
 _CONFIG_DEFAULTED_DAG_ARGS = ("max_active_tasks", "max_consecutive_failed_dag_runs", "disable_bundle_versioning")
@@ -61,14 +62,11 @@ def config_dag_args() -> dict[str, Any]:
     }
 
 
-def build_sync_dag(
-    job: Job, config_dir: str, *, dag_args: Mapping[str, Any] | None = None, **operator_args: Any
-) -> DAG:
+def build_sync_dag(job: Job, *, dag_args: Mapping[str, Any] | None = None) -> DAG:
     """The DAG of one valid job: extract → filter → match → insert → upload → finish.
 
     ``dag_args``: :func:`config_dag_args`, passed by a caller building many DAGs (read here
-    otherwise). ``operator_args`` (connection ids, staging dir) go to every operator; tests
-    and the demo use them, production keeps the defaults.
+    otherwise). The operators need no arguments of their own (see ``operators.email_sync``).
     """
     s = job.settings
     window = s.window
@@ -86,18 +84,13 @@ def build_sync_dag(
     ) as dag:
         # Task arguments are passed directly rather than as DAG default_args: Airflow deep-copies
         # default_args for every task, a measurable share of parsing a thousand DAGs.
-        common = {"job_id": job.job_id, "config_dir": config_dir, **TASK_ARGS, **operator_args}
-        extract = ExtractFolderMailOperator(task_id="extract_folder_mail", pool=EXCHANGE_POOL, **common)
-        filtered = FilterByModeOperator(task_id="filter_by_mode", **common)
-        matched = MatchRecipientsOperator(task_id="match_recipients", pool=SALESFORCE_POOL, **common)
-        inserted = BulkInsertTasksOperator(task_id="bulk_insert_tasks", pool=SALESFORCE_POOL, **common)
-        uploaded = UploadAttachmentsOperator(task_id="upload_attachments", pool=SALESFORCE_POOL, **common)
-        finished = FinishSyncOperator(
-            task_id="mark_synced_and_summarize", pool=EXCHANGE_POOL,
-            upstream_steps={"extract": extract.task_id, "filter": filtered.task_id, "match": matched.task_id,
-                            "insert": inserted.task_id, "upload": uploaded.task_id},
-            **common,
-        )
+        ids = STEP_TASK_IDS
+        extract = ExtractFolderMailOperator(task_id=ids["extract"], pool=EXCHANGE_POOL, **TASK_ARGS)
+        filtered = FilterByModeOperator(task_id=ids["filter"], **TASK_ARGS)
+        matched = MatchRecipientsOperator(task_id=ids["match"], pool=SALESFORCE_POOL, **TASK_ARGS)
+        inserted = BulkInsertTasksOperator(task_id=ids["insert"], pool=SALESFORCE_POOL, **TASK_ARGS)
+        uploaded = UploadAttachmentsOperator(task_id=ids["upload"], pool=SALESFORCE_POOL, **TASK_ARGS)
+        finished = FinishSyncOperator(task_id=ids["finish"], pool=EXCHANGE_POOL, **TASK_ARGS)
         extract >> filtered >> matched >> inserted >> uploaded >> finished
     return dag
 

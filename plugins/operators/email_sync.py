@@ -1,10 +1,16 @@
 """Operators of a sync DAG: each builds its hooks and calls one step of ``email_sync.steps``.
 
-Only ids and paths are operator arguments (nothing secret or personal lands in rendered
-fields); the job's settings are reloaded from the config directory at execute time, so the
-DAG file stays cheap to parse and a task always runs with the job's current config. Heavy
-imports (exchangelib, simple-salesforce, pyarrow, SQLAlchemy) happen inside ``execute``.
-XCom carries counts only.
+The operators take no arguments of their own. A sync DAG *is* its job (its id is
+``email_sync__<job_id>``); the job's settings are reloaded from the deployment's config
+directory (:func:`email_sync.config.deployment_config_dir`) at execute time, so a task
+always runs with the job's current config; Connections have fixed ids (production points
+the Connections at the real systems, not the operators at other Connections). So nothing
+secret or personal can land in rendered fields, and the DAG file stays cheap: Airflow wraps
+every operator class's own ``__init__`` in its argument handling, and a constructor of ours
+on top of BaseOperator's costs about 0.2 s per 1,000 DAGs (docs/BENCHMARKS.md).
+
+Heavy imports (exchangelib, simple-salesforce, pyarrow, SQLAlchemy) happen inside
+``execute``. XCom carries counts only.
 """
 
 from __future__ import annotations
@@ -21,9 +27,19 @@ from airflow.sdk import BaseOperator
 if TYPE_CHECKING:
     from email_sync.steps import RunContext
 
+DAG_PREFIX = "email_sync__"  # a sync DAG's id: DAG_PREFIX + its job id
 EXCHANGE_POOL = "exchange_api"
 SALESFORCE_POOL = "salesforce_api"
 STAGING_VARIABLE = "email_sync_staging_dir"
+# The task id of each step in a sync DAG (the last step reads the others' counts by them).
+STEP_TASK_IDS = {
+    "extract": "extract_folder_mail",
+    "filter": "filter_by_mode",
+    "match": "match_recipients",
+    "insert": "bulk_insert_tasks",
+    "upload": "upload_attachments",
+    "finish": "mark_synced_and_summarize",
+}
 
 
 class EmailSyncOperator(BaseOperator):
@@ -31,32 +47,21 @@ class EmailSyncOperator(BaseOperator):
 
     ui_color = "#e8f4fd"
     step = ""
+    exchange_conn_id = "exchange_default"
+    salesforce_conn_id = "salesforce_default"
+    state_conn_id = "email_sync_state"
 
-    def __init__(
-        self,
-        *,
-        job_id: str,
-        config_dir: str,
-        exchange_conn_id: str = "exchange_default",
-        salesforce_conn_id: str = "salesforce_default",
-        state_conn_id: str = "email_sync_state",
-        staging_dir: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.job_id = job_id
-        self.config_dir = config_dir
-        self.exchange_conn_id = exchange_conn_id
-        self.salesforce_conn_id = salesforce_conn_id
-        self.state_conn_id = state_conn_id
-        self.staging_dir = staging_dir
+    @property
+    def job_id(self) -> str:
+        """The sync job this task belongs to: its DAG's id without :data:`DAG_PREFIX`."""
+        return self.dag_id.removeprefix(DAG_PREFIX)
 
     # -- building blocks ------------------------------------------------------------
     def run_context(self, context: Any) -> RunContext:
-        from email_sync.config import load_jobs
+        from email_sync.config import deployment_config_dir, load_jobs
         from email_sync.steps import RunContext
 
-        loaded = load_jobs(self.config_dir, only=self.job_id)
+        loaded = load_jobs(deployment_config_dir(), only=self.job_id)
         job = next((j for j in loaded.jobs if j.job_id == self.job_id), None)
         if job is None:
             problems = "; ".join(str(e) for e in loaded.errors if e.job_id in (self.job_id, None))
@@ -64,8 +69,6 @@ class EmailSyncOperator(BaseOperator):
         return RunContext(self.job_id, job.settings, loaded.org, context["run_id"], self._staging_root())
 
     def _staging_root(self) -> Path:
-        if self.staging_dir:
-            return Path(self.staging_dir)
         from airflow.sdk import Variable
 
         configured = os.environ.get("EMAIL_SYNC_STAGING_DIR") or Variable.get(STAGING_VARIABLE, default=None)
@@ -203,15 +206,12 @@ class FinishSyncOperator(EmailSyncOperator):
 
     step = "finish"
 
-    def __init__(self, *, upstream_steps: dict[str, str], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.upstream_steps = upstream_steps  # step name → task id whose XCom holds its counts
-
     def run_step(self, ctx: RunContext, context: Any) -> dict[str, Any]:
         from email_sync.steps import finish, format_summary
 
         ti = context["ti"]
-        counts = {step: ti.xcom_pull(task_ids=task_id) or {} for step, task_id in self.upstream_steps.items()}
+        counts = {step: ti.xcom_pull(task_ids=task_id) or {} for step, task_id in STEP_TASK_IDS.items()
+                  if step != self.step}
         summary = finish(ctx, self.mail_source(ctx), self.state_store(), counts)
         self.log.info("\n%s", format_summary(ctx.job_id, summary))
         return summary

@@ -143,6 +143,22 @@ def test_sync_now_covers_everything_since_the_last_sync_and_nothing_twice(sync_w
     assert [t["Subject"] for t in tasks if t["Subject"].startswith("[sync_now]")] == ["[sync_now] new mail"]
 
 
+def test_mail_that_appears_late_on_the_window_edge_is_still_synced(sync_world):
+    """Exchange stamps DateTimeReceived to the second, and an item can show up in its folder
+    after the run whose window covered that stamp: the next run reads a few minutes back."""
+    sync_world.run("alice")
+    before = len(sync_world.tasks())
+    watermark = sync_world.store().watermark("alice")
+    contact = sync_world.stack.salesforce.org.records("Contact")[0]
+    sync_world.stack.ews.store.add_message(
+        "alice@example.com", "Inbox", subject="[late] on the edge", body="hello",
+        **{"from": {"email": contact["Email"]}}, to=[{"email": "alice@example.com"}],
+        received=(watermark - timedelta(seconds=90)).isoformat(), message_id="<late-1@demo.example.com>")
+    sync_world.run("alice")
+    subjects = [t["Subject"] for t in sync_world.tasks()]
+    assert len(subjects) == before + 1 and subjects.count("[late] on the edge") == 1
+
+
 def test_a_run_with_no_new_mail_makes_no_salesforce_call(sync_world):
     sync_world.run("alice")
     sync_world.stack.salesforce.calls.reset()
