@@ -120,8 +120,14 @@ class JobLoadResult:
 
 def read_yaml(path: Path) -> Any:
     """Parse one YAML file with :class:`ConfigLoader`."""
-    with path.open("rb") as handle:
-        return yaml.load(handle, Loader=ConfigLoader)  # noqa: S506 - a safe loader subclass
+    return _parse_yaml(path.read_bytes(), path)
+
+
+def _parse_yaml(data: bytes, path: Path) -> Any:
+    """Parse a YAML file's bytes; error marks name ``path``, as when parsing the file itself."""
+    stream = io.BytesIO(data)
+    stream.name = str(path)
+    return yaml.load(stream, Loader=ConfigLoader)  # noqa: S506 - a safe loader subclass
 
 
 def deployment_config_dir() -> Path:
@@ -177,9 +183,7 @@ class ParsedYamlCache:
         if key in self.entries:
             raw = self.used[key] = self.entries[key]
             return raw
-        stream = io.BytesIO(data)
-        stream.name = str(path)  # error marks name the file, as when parsing the file itself
-        raw = yaml.load(stream, Loader=ConfigLoader)  # noqa: S506 - a safe loader subclass
+        raw = _parse_yaml(data, path)
         if _plain_json(raw):
             self.used[key] = raw
         return raw

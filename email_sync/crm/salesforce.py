@@ -557,7 +557,7 @@ class SalesforceCrm:
         """Classify an error answer: transient (returned) or final (raised)."""
         status = response.status_code
         code, message = _error_details(response)
-        described = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+        described = _described(status, code, message)
         retry_after = _retry_after(response.headers.get("Retry-After"))
         if status == 401:
             raise AuthenticationFailed(f"{label}: Salesforce refused the session ({described}); check the "
@@ -709,23 +709,29 @@ def _error_details(response: requests.Response) -> tuple[str | None, str]:
         body = response.json()
     except ValueError:
         return None, response.reason or ""
+    return _error_fields(body, response.reason or "")
+
+
+def _error_fields(body: Any, fallback: str = "") -> tuple[str | None, str]:
+    """(errorCode, message) of a Salesforce error body (its array, or OAuth's object), values removed."""
     entry = body[0] if isinstance(body, list) and body else body
     if not isinstance(entry, dict):
-        return None, response.reason or ""
+        return None, fallback
     code = entry.get("errorCode") or entry.get("error")
     message = entry.get("message") or entry.get("error_description") or ""
     return (str(code) if code else None), without_values(str(message))[:1000]
 
 
+def _described(status: int, code: str | None, message: str) -> str:
+    return f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+
+
 def _subrequest_error(sub: Mapping[str, Any], label: str) -> SalesforceError:
     """The error of one failed Composite subrequest (its body is Salesforce's error array)."""
     status = int(sub.get("httpStatusCode") or 500)
-    body = sub.get("body")
-    entry = body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else {}
-    code = entry.get("errorCode")
-    message = without_values(str(entry.get("message") or ""))[:1000]
-    described = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
-    return SalesforceError(f"{label}: {described}", status=status, error_code=code, sf_message=message)
+    code, message = _error_fields(sub.get("body"))
+    return SalesforceError(f"{label}: {_described(status, code, message)}", status=status, error_code=code,
+                           sf_message=message)
 
 
 def _retry_after(value: str | None) -> float | None:
