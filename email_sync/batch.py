@@ -65,13 +65,6 @@ def _schemas() -> _Schemas:
     return _Schemas(mail, rows, timestamps)
 
 
-def __getattr__(name: str) -> Any:
-    """``MAIL_SCHEMA``: the staged file's Arrow schema, built on first access (see _schemas)."""
-    if name == "MAIL_SCHEMA":
-        return _schemas().mail
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _row(item: MailItem) -> dict[str, Any]:
     row = asdict(item)
     for name in _schemas().timestamps:

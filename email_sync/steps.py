@@ -26,9 +26,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol, overload
+from typing import Any, Protocol
 
 from email_sync.attachments import select_attachments
 from email_sync.batch import read_json, read_jsonl, read_mail, write_json, write_jsonl, write_mail
@@ -334,7 +333,7 @@ def insert_tasks(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> 
                     datetime.fromisoformat(r["email_at"]))
         for r, t in pending
     ])
-    results = client.upsert_tasks(_StagedTaskFields(ctx.path("tasks.jsonl"), set(done), len(pending)))
+    results = client.upsert_tasks(_staged_task_fields(ctx.path("tasks.jsonl"), done))
     created = {res.key: res.id for res in results if res.ok}
     failed = {res.key: (res.error_code or "UNKNOWN", res.error_message or "") for res in results if not res.ok}
     store.mark_created(created)
@@ -368,39 +367,18 @@ def insert_tasks(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> 
     return counts
 
 
-class _StagedTaskFields(Sequence[tuple[str, dict[str, Any]]]):
+def _staged_task_fields(path: Path, done: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(key, Salesforce fields) of the staged Tasks not yet created, in file order.
 
-    Read from ``tasks.jsonl`` whenever it is iterated, so the fields (descriptions up to
-    32 KB each) are held by the Salesforce client alone while it sends them, not also by
-    the insert step for the whole insert.
+    Read from ``tasks.jsonl`` as the Salesforce client consumes it, so the fields
+    (descriptions up to 32 KB each) are held by the client alone while it sends them, not
+    also by the insert step for the whole insert.
     """
-
-    def __init__(self, path: Path, done: set[str], count: int) -> None:
-        self._path = path
-        self._done = done
-        self._count = count
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        for row in read_jsonl(self._path):
-            for task in row["tasks"]:
-                if task["key"] not in self._done:
-                    yield task["key"], task["fields"]
-
-    @overload
-    def __getitem__(self, index: int) -> tuple[str, dict[str, Any]]: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[tuple[str, dict[str, Any]]]: ...
-
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return list(islice(self, *index.indices(self._count)))
-        if not -self._count <= index < self._count:
-            raise IndexError(index)
-        return next(islice(self, index % self._count, None))
+    skip = set(done)
+    for row in read_jsonl(path):
+        for task in row["tasks"]:
+            if task["key"] not in skip:
+                yield task["key"], task["fields"]
 
 
 def _without_fields(path: Path) -> Iterator[dict[str, Any]]:

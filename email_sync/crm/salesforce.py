@@ -282,7 +282,7 @@ class SalesforceCrm:
                 "allowance recovers (rolling 24 hours) or the reserve is lowered.")
 
     # -- Tasks --------------------------------------------------------------------------------
-    def upsert_tasks(self, records: Sequence[tuple[str, Mapping[str, Any]]]) -> list[RecordResult]:
+    def upsert_tasks(self, records: Iterable[tuple[str, Mapping[str, Any]]]) -> list[RecordResult]:
         """Upsert Tasks by ``Email_Sync_Key__c``; one result per record, in input order.
 
         Up to ``bulk_threshold`` records: sObject Collections upsert, 200 per call,
@@ -296,9 +296,9 @@ class SalesforceCrm:
         new Tasks) costs nothing extra, a re-send costs one more call per chunk.
         Raises :class:`MissingExternalIdField` when the org lacks the key field.
         """
-        if not records:
+        rows = [_task_row(key, fields) for key, fields in records]  # one pass: records may be a stream
+        if not rows:
             return []
-        rows = [_task_row(key, fields) for key, fields in records]
         try:
             outcome = self._upsert_pass(rows)
             again = [i for i, (result, fields) in enumerate(outcome)
