@@ -56,7 +56,7 @@ def dagbag(folder: str) -> dict:
         result["first_error"] = str(next(iter(bag.import_errors.values())))[-500:]
     if os.environ.get("BENCH_BREAKDOWN") and os.environ.get("EMAIL_SYNC_CONFIG_DIR"):
         from dag_factory.sync_dags import build_sync_dag, config_dag_args
-        from email_sync.config import default_cache_dir, load_jobs
+        from email_sync.rules.config import default_cache_dir, load_jobs
 
         config = os.environ["EMAIL_SYNC_CONFIG_DIR"]
         started = time.perf_counter()
@@ -77,7 +77,7 @@ def components(folder: str) -> dict:
     result: dict = {"airflow_import_seconds": airflow_import()}
     started = time.perf_counter()
     from dag_factory.sync_dags import DAG_PREFIX, build_sync_dag
-    from email_sync.config import load_jobs
+    from email_sync.rules.config import load_jobs
 
     result["project_import_seconds"] = time.perf_counter() - started
     wanted = os.environ["_AIRFLOW_PARSING_CONTEXT_DAG_ID"]

@@ -86,12 +86,13 @@ def _task_rows(child: dict[str, Any]) -> list[dict[str, Any]]:
             "task_id": task["task_id"], "state": task["state"], "seconds": task["seconds"],
             "peak_rss_mb": task["peak_rss_mb"],
             "salesforce_calls": counts.get("salesforce_calls", 0) if task["task_id"] != TASKS[-1] else 0,
-            "ews_requests": counts.get("ews_requests", 0) if task["task_id"] != TASKS[-1] else None,
+            "ews_requests": sum((counts.get("source_requests") or {}).values()) if task["task_id"] != TASKS[-1]
+            else None,
         })
     # the last task's counts are the run summary (sums); its own EWS requests are the rest
     if rows and rows[-1]["task_id"] == TASKS[-1]:
         summary = child["tasks"][-1].get("counts") or {}
-        own = summary.get("ews_requests", 0) - sum(r["ews_requests"] or 0 for r in rows[:-1])
+        own = summary.get("source_requests", 0) - sum(r["ews_requests"] or 0 for r in rows[:-1])
         rows[-1]["ews_requests"] = max(own, 0)
     return rows
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from airflow.sdk import get_parsing_context
 
 from dag_factory.sync_dags import DAG_PREFIX, build_error_dag, build_sync_dag, config_dag_args, dag_id_for
-from email_sync.config import default_cache_dir, deployment_config_dir, load_jobs
+from email_sync.rules.config import default_cache_dir, deployment_config_dir, load_jobs
 
 CONFIG_DIR = deployment_config_dir()
 

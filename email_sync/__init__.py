@@ -1,1 +1,6 @@
-"""Pure sync rules: no Airflow, no network. See docs/ARCHITECTURE.md."""
+"""Exchange → Salesforce email sync, in layers (docs/ARCHITECTURE.md).
+
+``rules`` (pure decisions) ← ``sources`` / ``crm`` / ``store`` (adapters, each translating its
+library's errors into :mod:`email_sync.errors`) ← ``pipeline`` (the run steps). Airflow lives
+only in ``plugins/``.
+"""

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from email_sync.config import Job, JobLoadResult, load_jobs
-from email_sync.settings import JOB_FIELDS, format_setting
+from email_sync.rules.config import Job, JobLoadResult, load_jobs
+from email_sync.rules.settings import JOB_FIELDS, format_setting
 
 DEFAULT_CONFIG_DIR = "include/email_sync"
 

@@ -56,8 +56,8 @@ def main() -> int:
     parser.add_argument("--ui", action="store_true", help="afterwards start `airflow standalone` on :8080")
     args = parser.parse_args()
 
-    from email_sync.config import load_jobs
-    from email_sync.state_store import StateStore
+    from email_sync.rules.config import load_jobs
+    from email_sync.store.state_store import StateStore
     from sandbox.demo_data import build_demo
     from sandbox.stack import EWS_VERSION, SandboxStack
 
@@ -106,7 +106,7 @@ def summary_table(store: Any, stack: Any, jobs: list[Any]) -> str:
     tasks = stack.salesforce.org.records("Task")
     users = {u["Id"]: u["Username"] for u in stack.salesforce.org.records("User")}
     header = (f"{'job':<8}{'mode':<12}{'status':<9}{'extracted':>10}{'recorded':>10}{'tasks':>7}{'parts':>7}"
-              f"{'files':>7}{'>5MB':>6}{'tagged':>8}{'SF calls':>10}{'EWS req':>9}  skipped by reason")
+              f"{'files':>7}{'>5MB':>6}{'tagged':>8}{'SF calls':>10}{'source':>8}{'requests':>9}  skipped by reason")
     lines = [header, "-" * len(header)]
     for job in jobs:
         run_row = runs.get(job.job_id) or {"status": "-", "counts": {}}
@@ -117,11 +117,12 @@ def summary_table(store: Any, stack: Any, jobs: list[Any]) -> str:
         lines.append(f"{job.job_id:<8}{job.settings.mode.value:<12}{run_row['status']:<9}{c.get('extracted', 0):>10}"
                      f"{c.get('recorded', 0):>10}{owner_tasks:>7}{c.get('parts_split', 0):>7}"
                      f"{c.get('attachments_uploaded', 0):>7}{c.get('attachments_too_large', 0):>6}"
-                     f"{c.get('categories_written', 0):>8}{c.get('salesforce_calls', 0):>10}{c.get('ews_requests', 0):>9}  {skipped}")
+                     f"{c.get('categories_written', 0):>8}{c.get('salesforce_calls', 0):>10}"
+                     f"{c.get('source', job.settings.source.value):>8}{c.get('source_requests', 0):>9}  {skipped}")
     lines.append("")
     lines.append("tasks = Tasks now in the sandbox org owned by the job's user; parts = emails split into several "
                  "Tasks; files = attachments uploaded as Salesforce Files; >5MB = attachments skipped as too large; "
-                 "tagged = emails given the CRM category in Exchange; SF calls / EWS req = API calls the run made.")
+                 "tagged = emails given the CRM category in Exchange; SF calls = Salesforce API calls; source / requests = the mail source and the requests the run sent it.")
     return "\n".join(lines)
 
 

@@ -57,7 +57,7 @@ class SyncWorld:
         return run
 
     def store(self) -> Any:
-        from email_sync.state_store import StateStore
+        from email_sync.store.state_store import StateStore
 
         return StateStore.from_url(f"sqlite:///{self.state_db}")
 
@@ -86,7 +86,7 @@ class SyncWorld:
         for job_id, settings in jobs.items():
             (self.config_dir / "jobs" / f"{job_id}.yaml").write_text(yaml.safe_dump(settings))
         if policy_changes:
-            from email_sync.config import read_yaml  # YAML 1.2 booleans: "off" stays a string
+            from email_sync.rules.config import read_yaml  # YAML 1.2 booleans: "off" stays a string
 
             policy = read_yaml(self.config_dir / "policy.yaml")
             for section, values in policy_changes.items():

@@ -49,10 +49,13 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from email_sync.keys import IDEMPOTENCY_FIELD
-from email_sync.settings import is_salesforce_user_id
-from email_sync.soql import api_name, build_id_queries, owner_lookup_query
-from email_sync.text import FieldLimit, truncate
+from email_sync import errors
+from email_sync.crm.base import FileUpload, RecordResult, without_values
+from email_sync.errors import SyncError
+from email_sync.rules.keys import IDEMPOTENCY_FIELD, missing_key_field_message
+from email_sync.rules.settings import is_salesforce_user_id
+from email_sync.rules.soql import api_name, build_id_queries, owner_lookup_query
+from email_sync.rules.text import FieldLimit, truncate
 
 log = logging.getLogger(__name__)
 
@@ -63,58 +66,15 @@ _FINAL_JOB_STATES = ("JobComplete", "Failed", "Aborted")
 _TITLE_LIMIT = FieldLimit(255)
 
 
-# -- results and errors --------------------------------------------------------------------
-@dataclass(frozen=True)
-class RecordResult:
-    """The outcome for one record: its Id, or Salesforce's error code and message."""
-
-    key: str  # the idempotency key (or attachment key, or "task_id:contact_id") the result is for
-    id: str | None  # Salesforce Id when successful
-    created: bool  # True if newly created, False if it already existed (upsert matched)
-    error_code: str | None = None  # e.g. "STRING_TOO_LONG"
-    error_message: str | None = None  # Salesforce's message
-
-    def __post_init__(self) -> None:
-        if self.error_message:
-            object.__setattr__(self, "error_message", without_values(self.error_message))
-
-    @property
-    def ok(self) -> bool:
-        return self.error_code is None
-
-
-_QUOTED_VALUE = re.compile(r"(data value too large|bad value for [\w ]+?|invalid [\w ]+?): .*?(?= \(max length=|$)",
-                           re.IGNORECASE | re.DOTALL)
-
-
-def without_values(message: str) -> str:
-    """Salesforce's error message without the record value it quotes.
-
-    ``Subject: data value too large: <the subject> (max length=255)`` would otherwise carry
-    mail content into logs and the state store; the code, field and limit are what matter.
-    """
-    return _QUOTED_VALUE.sub(lambda m: f"{m.group(1)} (value not shown)", message)
-
-
-@dataclass(frozen=True)
-class FileUpload:
-    """One attachment to publish as a Salesforce File on a Task."""
-
-    key: str  # the attachment key (email_sync.keys.attachment_key)
-    task_id: str
-    filename: str
-    content: bytes
-    content_type: str = "application/octet-stream"
-    owner_id: str | None = None
-
-
-class SalesforceError(Exception):
+# -- errors ---------------------------------------------------------------------------------
+class SalesforceError(SyncError):
     """A Salesforce request failed; the message has Salesforce's code and message only.
 
-    ``status``/``error_code``/``sf_message`` are the HTTP status and Salesforce's code and
-    message when Salesforce answered. ``may_have_been_applied`` is True when a non-idempotent
-    request was not retried because Salesforce may have acted on it (dropped connection,
-    read timeout, 500/502/504).
+    Not a :class:`~email_sync.errors.PermanentError` unless a subclass below says so: the
+    task's retries may get through. ``status``/``error_code``/``sf_message`` are the HTTP
+    status and Salesforce's code and message when Salesforce answered.
+    ``may_have_been_applied`` is True when a non-idempotent request was not retried because
+    Salesforce may have acted on it (dropped connection, read timeout, 500/502/504).
     """
 
     def __init__(self, message: str, *, status: int | None = None, error_code: str | None = None,
@@ -126,16 +86,16 @@ class SalesforceError(Exception):
         self.may_have_been_applied = may_have_been_applied
 
 
-class AuthenticationFailed(SalesforceError):
+class AuthenticationFailed(errors.AuthenticationFailed, SalesforceError):
     """401 (INVALID_SESSION_ID etc.): the credentials are wrong or expired; retrying cannot help."""
 
 
-class BudgetExhausted(SalesforceError):
+class BudgetExhausted(errors.BudgetExhausted, SalesforceError):
     """The org's daily API allowance (minus the reserve) does not cover the work."""
 
 
-class MissingExternalIdField(SalesforceError):
-    """Task has no usable ``Email_Sync_Key__c`` external id: upserts are impossible."""
+class SetupProblem(errors.SetupProblem, SalesforceError):
+    """The org lacks what the sync needs (the external-id field, the job's Salesforce user)."""
 
 
 @dataclass(frozen=True)
@@ -233,9 +193,9 @@ class SalesforceCrm:
             return user
         rows = self.query(owner_lookup_query(user))
         if not rows:
-            raise SalesforceError(f"Salesforce user {user!r} not found")
+            raise SetupProblem(f"Salesforce user {user!r} not found: fix the job's salesforce_user")
         if rows[0].get("IsActive") is False:
-            raise SalesforceError(f"Salesforce user {user!r} is inactive and cannot own Tasks")
+            raise SetupProblem(f"Salesforce user {user!r} is inactive and cannot own Tasks")
         return str(rows[0]["Id"])
 
     def find_files(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -294,7 +254,7 @@ class SalesforceCrm:
         existing Task (INVALID_FIELD_FOR_INSERT_UPDATE). Only then, and only for those
         records, a second pass sends them again without those fields: the common case (all
         new Tasks) costs nothing extra, a re-send costs one more call per chunk.
-        Raises :class:`MissingExternalIdField` when the org lacks the key field.
+        Raises :class:`SetupProblem` when the org lacks the key field.
         """
         rows = [_task_row(key, fields) for key, fields in records]  # one pass: records may be a stream
         if not rows:
@@ -308,7 +268,7 @@ class SalesforceCrm:
                          for i in again]
                 for i, redo in zip(again, self._upsert_pass(retry), strict=True):
                     outcome[i] = redo
-        except (AuthenticationFailed, BudgetExhausted, MissingExternalIdField):
+        except errors.PermanentError:
             raise
         except SalesforceError as error:
             if _about_key_field(error):
@@ -767,17 +727,14 @@ def _about_key_field(error: SalesforceError) -> bool:
         error.error_code == "BULK_JOB_FAILED" and IDEMPOTENCY_FIELD.lower() in str(error).lower())
 
 
-def _missing_key_field(detail: str) -> MissingExternalIdField:
-    return MissingExternalIdField(
-        f"Salesforce Task has no usable external-id field {IDEMPOTENCY_FIELD} ({detail}). Ask a Salesforce admin "
-        f"to create Task.{IDEMPOTENCY_FIELD} as Text(40), External ID, Unique; without it a retry could "
-        "duplicate Tasks.", error_code="MISSING_EXTERNAL_ID_FIELD")
+def _missing_key_field(detail: str) -> SetupProblem:
+    return SetupProblem(missing_key_field_message(detail), error_code="MISSING_EXTERNAL_ID_FIELD")
 
 
 __all__ = [
     "AuthenticationFailed",
     "BudgetExhausted",
-    "MissingExternalIdField",
+    "SetupProblem",
     "RecordResult",
     "SalesforceCrm",
     "SalesforceError",

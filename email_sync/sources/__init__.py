@@ -1,1 +1,1 @@
-"""I/O adapters that turn a mail system into MailItem batches (EWS now; Microsoft Graph next)."""
+"""Mail sources: the :class:`~email_sync.sources.base.MailSource` interface and its implementations (EWS)."""

@@ -1,32 +1,52 @@
-"""Exchange Web Services mail source: folder mail → :class:`MailItem` batches, via exchangelib.
+"""Exchange Web Services mail source: a :class:`~email_sync.sources.base.MailSource` over exchangelib.
 
-An I/O adapter, not a rule: it takes a ready exchangelib ``Account`` (the Airflow hook makes
-one from a Connection) so it runs the same against Exchange and the EWS sandbox. Requests are
-paged (FindItem pages and GetItem chunks of up to ``page_size``) and ask only for the fields
-the sync reads; attachment *metadata* comes with the items, content is fetched on upload, one
-GetAttachment request per batch the caller bounds.
+An I/O adapter, not a rule: it takes an exchangelib ``Account`` (or a function that opens
+one; the Airflow hook makes it from a Connection) so it runs the same against Exchange and
+the EWS sandbox. Requests are paged (FindItem pages and GetItem chunks of up to
+``page_size``) and ask only for the fields the sync reads; attachment *metadata* comes with
+the items, content is fetched on upload, one GetAttachment request per batch the caller bounds.
+
+exchangelib's errors stop here: every public method translates them into
+:mod:`email_sync.errors` (401 → AuthenticationFailed, a missing folder or mailbox →
+SetupProblem, anything else → TransientError). The folder cursor is the time a folder is
+synced through (ISO-8601 UTC).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-import threading
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 import lxml.etree
 from exchangelib import Account, FileAttachment, HTMLBody, Message
 from exchangelib.attachments import AttachmentId
-from exchangelib.errors import ErrorTimeoutExpired, SOAPError
+from exchangelib.errors import (
+    ErrorCannotOpenFileAttachment,
+    ErrorCorruptData,
+    ErrorFolderNotFound,
+    ErrorImpersonateUserDenied,
+    ErrorInvalidAttachmentId,
+    ErrorItemNotFound,
+    ErrorNonExistentMailbox,
+    ErrorTimeoutExpired,
+    SOAPError,
+    UnauthorizedError,
+)
 from exchangelib.folders import BaseFolder
 from exchangelib.protocol import BaseProtocol
 from exchangelib.services import GetAttachment
 from exchangelib.util import MNS, SOAPNS, TNS, BytesGeneratorIO, safe_b64decode
 
-from email_sync.models import Address, AttachmentRef, MailItem
+from email_sync.errors import AuthenticationFailed, SetupProblem, SyncError, TransientError
+from email_sync.rules.classify import is_outbound_folder
+from email_sync.rules.models import Address, AttachmentRef, MailItem, Unreadable
+from email_sync.sources.base import CategoryTarget, Folder, FolderRead, MailSource, ReadResult, RequestCounter
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +62,6 @@ _DISTINGUISHED = {"inbox": "inbox", "sent items": "sent", "sent": "sent", "draft
                   "deleted items": "trash", "junk email": "junk", "outbox": "outbox"}
 
 
-@dataclass(frozen=True, slots=True)
-class Unreadable:
-    """An item EWS could not return or we could not convert: skipped with a reason, never fatal."""
-
-    item_id: str | None
-    folder: str
-    reason: str
-
-
 class _ReadResponse(requests.Response):
     """A response read in full, whose ``iter_content()`` yields 64 KiB slices by default.
 
@@ -64,37 +75,63 @@ class _ReadResponse(requests.Response):
         return super().iter_content(chunk_size=chunk_size, decode_unicode=decode_unicode)
 
 
-class _EwsTransport:
-    """What the sync adds to exchangelib's HTTP adapter: a request count and read-in-full answers.
+# The source whose call is running: the transport counts each request into its counter.
+_ACTIVE: contextvars.ContextVar[RequestCounter | None] = contextvars.ContextVar("ews_source", default=None)
+_OPERATION = re.compile(rb":Body[^>]*>\s*<(?:[\w-]+:)?(\w+)")
 
-    Installed through exchangelib's own extension point, ``BaseProtocol.HTTP_ADAPTER_CLS``,
-    by subclassing whatever adapter is configured there, so nothing else changes. Streaming
-    requests (``stream=True``) are left as they are.
+
+def instrument(protocol: BaseProtocol) -> BaseProtocol:
+    """Count each request of this protocol's sessions and read answers in 64 KiB slices.
+
+    Applied to one exchangelib protocol (the hook's), not process-wide: every session the
+    protocol creates gets its HTTP adapter's ``send`` wrapped. A request is counted for the
+    :class:`EwsMailSource` whose call sent it, by EWS operation (the SOAP body's first
+    element). Streaming requests (``stream=True``) are passed on as they are.
     """
+    if getattr(protocol, "_email_sync_instrumented", False):
+        return protocol
+    create_session = protocol.create_session
 
-    total = 0
-    _lock = threading.Lock()
+    def instrumented_session() -> Any:
+        session = create_session()
+        for adapter in session.adapters.values():
+            adapter.send = _counting_send(adapter.send)
+        return session
 
-    @classmethod
-    def install(cls) -> None:
-        base = BaseProtocol.HTTP_ADAPTER_CLS
-        if getattr(base, "_sync_transport", False):
-            return
-
-        def send(adapter: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-            with cls._lock:
-                cls.total += 1
-            response = base.send(adapter, request, *args, **kwargs)
-            if not kwargs.get("stream") and type(response) is requests.Response:
-                response.__class__ = _ReadResponse
-            return response
-
-        BaseProtocol.HTTP_ADAPTER_CLS = type(f"Sync{base.__name__}", (base,),
-                                             {"send": send, "_sync_transport": True})
+    protocol.create_session = instrumented_session  # type: ignore[method-assign]
+    protocol.close()  # sessions made before would bypass the count
+    protocol._email_sync_instrumented = True  # type: ignore[attr-defined]
+    return protocol
 
 
-# At import, so requests made while an Account is set up (version discovery) count too.
-_EwsTransport.install()
+def _counting_send(send: Callable[..., Any]) -> Callable[..., Any]:
+    def counted(request: Any, *args: Any, **kwargs: Any) -> Any:
+        counter = _ACTIVE.get()
+        if counter is not None:
+            found = _OPERATION.search(request.body[:4096]) if isinstance(request.body, bytes) else None
+            counter.add(found.group(1).decode() if found else "other")
+        response = send(request, *args, **kwargs)
+        if not kwargs.get("stream") and type(response) is requests.Response:
+            response.__class__ = _ReadResponse
+        return response
+
+    return counted
+
+
+@contextlib.contextmanager
+def translated_errors(what: str = "Exchange") -> Iterator[None]:
+    """exchangelib's and requests' errors as :mod:`email_sync.errors`, at the source's edge."""
+    try:
+        yield
+    except SyncError:
+        raise
+    except UnauthorizedError as exc:
+        raise AuthenticationFailed(f"{what} refused the credentials ({exc}); fix the Exchange Connection") from exc
+    except (ErrorNonExistentMailbox, ErrorImpersonateUserDenied) as exc:
+        raise SetupProblem(f"{what}: {type(exc).__name__}: {exc}; check the job's mailbox and the service "
+                           "account's impersonation rights") from exc
+    except Exception as exc:
+        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 class _StreamedGetAttachment(GetAttachment):
@@ -110,6 +147,10 @@ class _StreamedGetAttachment(GetAttachment):
     retries) and per-attachment errors go through exchangelib's own handling unchanged.
     """
 
+    # An attachment the item lists but Exchange cannot serve (moved, deleted, corrupt) is
+    # answered in its own slot, so it costs that file alone, not the batch.
+    ERRORS_TO_CATCH_IN_RESPONSE = (*GetAttachment.ERRORS_TO_CATCH_IN_RESPONSE, ErrorInvalidAttachmentId,
+                                   ErrorItemNotFound, ErrorCannotOpenFileAttachment, ErrorCorruptData)
     _SLOT = "email-sync-content"  # attribute on a FileAttachment element: index into _decoded
     _MESSAGE, _RESPONSE = f"{{{MNS}}}GetAttachmentResponseMessage", f"{{{MNS}}}GetAttachmentResponse"
     _CONTENT, _FILE, _FAULT = f"{{{TNS}}}Content", f"{{{TNS}}}FileAttachment", f"{{{SOAPNS}}}Fault"
@@ -162,19 +203,47 @@ class _StreamedGetAttachment(GetAttachment):
         return obj
 
 
-class EwsMailSource:
-    def __init__(self, account: Account, page_size: int = PAGE_SIZE) -> None:
-        self.account = account
+class EwsMailSource(MailSource):
+    """A mailbox over EWS; ``account`` is an exchangelib Account or a function opening one.
+
+    Pass a function to have the requests made while the account is set up (version
+    discovery) counted and translated too.
+    """
+
+    kind: ClassVar[str] = "ews"
+
+    def __init__(self, account: Account | Callable[[], Account], page_size: int = PAGE_SIZE) -> None:
         self.page_size = page_size
-        self._requests_at_start = _EwsTransport.total
+        self._counter = RequestCounter()
+        with self._call():
+            self.account = account if isinstance(account, Account) else account()
+        instrument(self.account.protocol)
 
     @property
-    def requests(self) -> int:
-        """EWS HTTP requests sent in this process since this source was made (incl. retries)."""
-        return _EwsTransport.total - self._requests_at_start
+    def requests(self) -> Mapping[str, int]:
+        """EWS HTTP requests this source sent (retries included), by operation."""
+        return self._counter.snapshot()
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        token = _ACTIVE.set(self._counter)
+        try:
+            with translated_errors():
+                yield
+        finally:
+            _ACTIVE.reset(token)
+
+    def _counted(self, results: Iterator[ReadResult]) -> Iterator[ReadResult]:
+        """Iterate ``results`` with this source's requests counted and errors translated."""
+        while True:
+            with self._call():
+                result = next(results, None)
+            if result is None:
+                return
+            yield result
 
     # -- folders --------------------------------------------------------------------
-    def folder(self, path: str) -> BaseFolder:
+    def _folder(self, path: str) -> BaseFolder:
         """Resolve ``Inbox/Clients`` style paths; the first segment may be a well-known folder."""
         head, *rest = [p for p in path.split("/") if p]
         accessor = _DISTINGUISHED.get(head.strip().lower())
@@ -183,41 +252,75 @@ class EwsMailSource:
             folder = folder / part
         return folder
 
-    def is_sent_folder(self, path: str) -> bool:
-        head = next(p for p in path.split("/") if p)
-        return _DISTINGUISHED.get(head.strip().lower()) == "sent"
+    def resolve_folders(self, paths: Sequence[str], sent_folders: Sequence[str] = ()) -> list[Folder]:
+        """Each path as a Folder; under Sent Items (by its well-known name) or declared = sent."""
+        resolved = []
+        with self._call():
+            for path in paths:
+                try:
+                    folder = self._folder(path)
+                except ErrorFolderNotFound as exc:
+                    raise SetupProblem(f"folder {path!r} not found in the mailbox: fix the job's folders") from exc
+                resolved.append(Folder(path, folder.id or path, self._under_sent_items(path)
+                                       or is_outbound_folder(path, sent_folders)))
+        return resolved
+
+    def _under_sent_items(self, path: str) -> bool:
+        """Whether the path's top folder is the mailbox's Sent Items, whatever it is called.
+
+        A well-known English name decides without a request; any other top folder is
+        compared with Sent Items by id (one GetFolder, cached by exchangelib).
+        """
+        head = next(p for p in path.split("/") if p).strip()
+        accessor = _DISTINGUISHED.get(head.lower())
+        if accessor is not None:
+            return accessor == "sent"
+        return (self.account.msg_folder_root / head).id == self.account.sent.id
 
     # -- extraction -----------------------------------------------------------------
-    def extract(self, folders: Iterable[str], start: datetime, end: datetime) -> Iterator[MailItem | Unreadable]:
-        """Items with start < time <= end per folder (sent time in Sent Items, else received)."""
-        for path in folders:
-            folder = self.folder(path)
-            field = "datetime_sent" if self.is_sent_folder(path) else "datetime_received"
-            query = folder.filter(**{f"{field}__gt": start, f"{field}__lte": end}).only(*FIELDS).order_by(field)
+    def read_folder(self, folder: Folder, start: datetime, end: datetime, cursor: str | None) -> FolderRead:
+        """Items with start < time <= end (sent time in sent folders, else received).
+
+        The cursor is the time the folder was synced through; a run that starts later than
+        it (the interval after a failed run) reads from the cursor instead, so nothing between
+        is lost. The new cursor is ``end``.
+        """
+        if cursor is not None:
+            start = min(start, datetime.fromisoformat(cursor))
+        field = "datetime_sent" if folder.is_sent else "datetime_received"
+
+        def items() -> Iterator[ReadResult]:
+            query = self._folder(folder.path).filter(**{f"{field}__gt": start, f"{field}__lte": end})
+            query = query.only(*FIELDS).order_by(field)
             query.page_size = self.page_size
             query.chunk_size = self.page_size
-            yield from self._convert_all(query, path)
+            yield from self._convert_all(query, folder)
 
-    def fetch(self, refs: Iterable[tuple[str, str]]) -> Iterator[MailItem | Unreadable]:
-        """Re-read specific items (retries of earlier failures): ``refs`` = (item_id, folder)."""
+        return FolderRead(self._counted(items()), cursor=end.astimezone(UTC).isoformat())
+
+    def fetch(self, refs: Iterable[tuple[str, Folder]]) -> Iterator[ReadResult]:
+        """Re-read specific items (retries of earlier failures)."""
         refs = list(refs)
         if not refs:
-            return
-        folders = {item_id: folder for item_id, folder in refs}
-        results = self.account.fetch(ids=[(item_id, None) for item_id, _ in refs],
-                                     only_fields=list(FIELDS), chunk_size=self.page_size)
-        for (item_id, _), result in zip(refs, results, strict=True):
-            yield from self._convert_all([result], folders[item_id], fallback_id=item_id)
+            return iter(())
 
-    def _convert_all(self, results: Iterable[Any], folder: str, fallback_id: str | None = None) -> Iterator[MailItem | Unreadable]:
+        def items() -> Iterator[ReadResult]:
+            results = self.account.fetch(ids=[(item_id, None) for item_id, _ in refs],
+                                         only_fields=list(FIELDS), chunk_size=self.page_size)
+            for (item_id, folder), result in zip(refs, results, strict=True):
+                yield from self._convert_all([result], folder, fallback_id=item_id)
+
+        return self._counted(items())
+
+    def _convert_all(self, results: Iterable[Any], folder: Folder, fallback_id: str | None = None) -> Iterator[ReadResult]:
         for result in results:
             if isinstance(result, Exception):
-                yield Unreadable(fallback_id, folder, f"ews_error:{type(result).__name__}")
+                yield Unreadable(fallback_id, folder.path, f"ews_error:{type(result).__name__}")
                 continue
             try:
                 yield to_mail_item(result, folder)
             except Exception as exc:  # one bad item never stops the run
-                yield Unreadable(getattr(result, "id", fallback_id), folder, f"unconvertible:{type(exc).__name__}")
+                yield Unreadable(getattr(result, "id", fallback_id), folder.path, f"unconvertible:{type(exc).__name__}")
 
     # -- attachments and write-back ---------------------------------------------------
     def attachment_contents(self, attachment_ids: Sequence[str]) -> list[bytes | Exception]:
@@ -228,35 +331,53 @@ class EwsMailSource:
         """
         if not attachment_ids:
             return []
-        service = _StreamedGetAttachment(account=self.account, chunk_size=len(attachment_ids))
-        answers = service.call(items=[AttachmentId(id=i) for i in attachment_ids], include_mime_content=False,
-                               body_type=None, filter_html_content=None, additional_fields=None)
-        return [a if isinstance(a, Exception) else (a.content or b"") for a in answers]
+        with self._call():
+            service = _StreamedGetAttachment(account=self.account, chunk_size=len(attachment_ids))
+            answers = service.call(items=[AttachmentId(id=i) for i in attachment_ids], include_mime_content=False,
+                                   body_type=None, filter_html_content=None, additional_fields=None)
+            return [a if isinstance(a, Exception) else (a.content or b"") for a in answers]
 
-    def add_category(self, items: Iterable[tuple[str, str | None, tuple[str, ...]]], category: str) -> list[str]:
-        """Add ``category`` to items given as (item_id, change_key, current categories).
+    def add_category(self, items: Iterable[CategoryTarget], category: str) -> list[str]:
+        """Add ``category`` by read-merge-write against each item's current state.
 
-        Returns the ids of the items that now carry it (including those that already did);
-        an item EWS refused is left out and logged by error type, so the caller retries it.
-        One UpdateItem request per ``page_size`` items.
+        The targets' categories are what the sync saw at extract; the user may have changed
+        them since. So the items are read again (categories only, one GetItem per
+        ``page_size``) and written with their fresh ChangeKey: a category the user added is
+        kept, one they removed is not put back, and an item changed in between is refused
+        by Exchange (a conflict), left out, and tried again by a later run. Returns the ids
+        that now carry the category (also those that already did).
         """
-        done: list[str] = []
-        updates = []
-        for item_id, change_key, categories in items:
-            if any(c.lower() == category.lower() for c in categories):
-                done.append(item_id)
-                continue
-            message = Message(account=self.account, id=item_id, changekey=change_key,
-                              categories=[*categories, category])
-            updates.append((message, ["categories"]))
-        if not updates:
+        targets = list(items)
+        done = [t.item_id for t in targets if _has(t.categories, category)]
+        todo = [t for t in targets if not _has(t.categories, category)]
+        if not todo:
             return done
-        results = list(self.account.bulk_update(updates, chunk_size=self.page_size))
+        updates = []
+        with self._call():
+            current = list(self.account.fetch(ids=[(t.item_id, None) for t in todo], only_fields=["categories"],
+                                              chunk_size=self.page_size))
+            for target, item in zip(todo, current, strict=True):
+                if isinstance(item, Exception):
+                    continue  # gone or unreadable: a later run tries again
+                if _has(item.categories or (), category):
+                    done.append(target.item_id)
+                    continue
+                message = Message(account=self.account, id=item.id, changekey=item.changekey,
+                                  categories=[*(item.categories or ()), category])
+                updates.append((target.item_id, message))
+            if not updates:
+                return done
+            results = list(self.account.bulk_update([(m, ["categories"]) for _, m in updates],
+                                                    chunk_size=self.page_size))
         errors = [r for r in results if isinstance(r, Exception)]
-        done.extend(m.id for (m, _), r in zip(updates, results, strict=True) if not isinstance(r, Exception))
+        done.extend(i for (i, _), r in zip(updates, results, strict=True) if not isinstance(r, Exception))
         if errors:
             log.warning("CRM category not written on %d item(s): %s", len(errors), type(errors[0]).__name__)
         return done
+
+
+def _has(categories: Iterable[str], category: str) -> bool:
+    return any(c.lower() == category.lower() for c in categories)
 
 
 def _address(mailbox: Any) -> Address | None:
@@ -276,7 +397,7 @@ def _utc(value: Any) -> datetime | None:
     return datetime.fromtimestamp(value.timestamp(), tz=UTC)
 
 
-def to_mail_item(message: Any, folder: str) -> MailItem:
+def to_mail_item(message: Any, folder: Folder) -> MailItem:
     """Convert an exchangelib item (only the fields in FIELDS are loaded) to a MailItem."""
     body = message.body or ""
     attachments = tuple(
@@ -295,7 +416,8 @@ def to_mail_item(message: Any, folder: str) -> MailItem:
         item_id=message.id,
         change_key=message.changekey,
         message_id=message.message_id or message.id,
-        folder=folder,
+        folder=folder.path,
+        in_sent_folder=folder.is_sent,
         subject=message.subject or "",
         body=str(body),
         body_is_html=isinstance(body, HTMLBody),

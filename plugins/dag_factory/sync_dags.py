@@ -14,8 +14,8 @@ from typing import Any
 import attrs
 from airflow.sdk import DAG
 
-from email_sync.config import Job, JobConfigError
-from email_sync.settings import JOB_FIELDS, Mode, format_setting
+from email_sync.rules.config import Job, JobConfigError
+from email_sync.rules.settings import JOB_FIELDS, Mode, format_setting
 from operators.email_sync import (
     DAG_PREFIX,
     EXCHANGE_POOL,

@@ -36,6 +36,9 @@ from exchangelib import (
     Version,
 )
 from exchangelib.errors import UnauthorizedError
+from exchangelib.protocol import Protocol
+
+from email_sync.sources.ews import EwsMailSource, instrument
 
 _AUTH_TYPES = {"basic": BASIC, "ntlm": NTLM, "oauth2": OAUTH2}
 
@@ -105,13 +108,17 @@ class ExchangeHook(BaseHook):
         version = None
         if s["version"]:
             version = Version(build=Build(*(int(p) for p in str(s["version"]).split("."))))
-        return Configuration(
+        configuration = Configuration(
             service_endpoint=s["endpoint"],
             credentials=credentials,
             auth_type=_AUTH_TYPES[s["auth_type"]],
             version=version,
             retry_policy=AuthFailFastTolerance(max_wait=s["max_wait"]),
         )
+        # Accounts of this configuration share exchangelib's cached protocol: instrumented
+        # first, so the requests an Account makes while it is set up are counted too.
+        instrument(Protocol(config=configuration))
+        return configuration
 
     def get_account(self, mailbox: str) -> Account:
         """The mailbox as an exchangelib Account (no autodiscover: the endpoint is configured)."""
@@ -121,6 +128,10 @@ class ExchangeHook(BaseHook):
             autodiscover=False,
             access_type=_ACCESS_TYPES[self._settings["access_type"]],
         )
+
+    def get_mail_source(self, mailbox: str) -> EwsMailSource:
+        """The job's mailbox as the sync's mail source (the account opens inside it: counted, translated)."""
+        return EwsMailSource(lambda: self.get_account(mailbox))
 
     def test_connection(self) -> tuple[bool, str]:
         try:

@@ -77,19 +77,6 @@ class SalesforceSessionHook(SalesforceHook):
         # username/password/security token, OAuth or JWT: the provider's own login (CA-aware session).
         return SalesforceHook.conn.func(self)  # type: ignore[attr-defined]
 
-    def api_usage(self) -> dict[str, int]:
-        """Today's API allowance from ``/limits`` (costs one API call): used, max, remaining."""
-        daily = self.get_conn().limits()["DailyApiRequests"]
-        maximum, remaining = int(daily["Max"]), int(daily["Remaining"])
-        return {"used": maximum - remaining, "max": maximum, "remaining": remaining}
-
-    def last_api_usage(self) -> dict[str, int] | None:
-        """The allowance as of the last response's ``Sforce-Limit-Info`` header (free; None before a call)."""
-        usage = self.get_conn().api_usage.get("api-usage")
-        if usage is None:
-            return None
-        return {"used": usage.used, "max": usage.total, "remaining": max(0, usage.total - usage.used)}
-
 
 def _mask(secret: str) -> None:
     try:

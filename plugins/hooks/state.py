@@ -31,7 +31,7 @@ class StateStoreHook(BaseHook):
         return connection_url(conn.conn_type, conn.host, conn.port, conn.login, conn.password, conn.schema)
 
     def get_store(self) -> Any:
-        from email_sync.state_store import StateStore
+        from email_sync.store.state_store import StateStore
 
         return StateStore.from_url(self.sqlalchemy_url())
 

@@ -1,1 +1,1 @@
-"""The email sync's operators: thin Airflow shells over ``email_sync.steps``."""
+"""The email sync's operators: thin Airflow shells over the steps of ``email_sync.pipeline``."""

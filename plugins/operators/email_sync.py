@@ -1,16 +1,17 @@
-"""Operators of a sync DAG: each builds its hooks and calls one step of ``email_sync.steps``.
+"""Operators of a sync DAG: each builds its hooks and calls one step of ``email_sync.pipeline``.
 
 The operators take no arguments of their own. A sync DAG *is* its job (its id is
 ``email_sync__<job_id>``); the job's settings are reloaded from the deployment's config
-directory (:func:`email_sync.config.deployment_config_dir`) at execute time, so a task
+directory (:func:`email_sync.rules.config.deployment_config_dir`) at execute time, so a task
 always runs with the job's current config; Connections have fixed ids (production points
 the Connections at the real systems, not the operators at other Connections). So nothing
 secret or personal can land in rendered fields, and the DAG file stays cheap: Airflow wraps
 every operator class's own ``__init__`` in its argument handling, and a constructor of ours
 on top of BaseOperator's costs about 0.2 s per 1,000 DAGs (docs/BENCHMARKS.md).
 
-Heavy imports (exchangelib, simple-salesforce, pyarrow, SQLAlchemy) happen inside
-``execute``. XCom carries counts only.
+Client libraries are the hooks' and adapters' business, imported inside ``execute``; the
+operators only ask whether an error is permanent (:mod:`email_sync.errors`). XCom carries
+counts only.
 """
 
 from __future__ import annotations
@@ -19,13 +20,18 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from email_sync.errors import PermanentError
 
 if TYPE_CHECKING:
-    from email_sync.steps import RunContext
+    from email_sync.crm.base import Crm
+    from email_sync.pipeline.context import RunContext
+    from email_sync.sources.base import MailSource
 
 DAG_PREFIX = "email_sync__"  # a sync DAG's id: DAG_PREFIX + its job id
 EXCHANGE_POOL = "exchange_api"
@@ -43,11 +49,10 @@ STEP_TASK_IDS = {
 
 
 class EmailSyncOperator(BaseOperator):
-    """Shared plumbing: job settings, run context, state store, Exchange and Salesforce clients."""
+    """Shared plumbing: job settings, run context, state store, mail source and CRM clients."""
 
     ui_color = "#e8f4fd"
     step = ""
-    exchange_conn_id = "exchange_default"
     salesforce_conn_id = "salesforce_default"
     state_conn_id = "email_sync_state"
 
@@ -58,8 +63,8 @@ class EmailSyncOperator(BaseOperator):
 
     # -- building blocks ------------------------------------------------------------
     def run_context(self, context: Any) -> RunContext:
-        from email_sync.config import deployment_config_dir, load_jobs
-        from email_sync.steps import RunContext
+        from email_sync.pipeline.context import RunContext
+        from email_sync.rules.config import deployment_config_dir, load_jobs
 
         loaded = load_jobs(deployment_config_dir(), only=self.job_id)
         job = next((j for j in loaded.jobs if j.job_id == self.job_id), None)
@@ -79,21 +84,20 @@ class EmailSyncOperator(BaseOperator):
 
         return StateStoreHook(self.state_conn_id).get_store()
 
-    def mail_source(self, ctx: RunContext) -> Any:
+    def mail_source(self, ctx: RunContext) -> Callable[[], MailSource]:
         """A factory, so a step that has nothing to read never opens the mailbox."""
 
-        def build() -> Any:
-            from email_sync.sources.ews import EwsMailSource
-            from hooks.exchange import ExchangeHook
+        def build() -> MailSource:
+            from hooks.mail import mail_source
 
-            return EwsMailSource(ExchangeHook(self.exchange_conn_id).get_account(ctx.settings.mailbox))
+            return mail_source(ctx.settings.source.value, ctx.settings.mailbox)
 
         return build
 
-    def crm(self, ctx: RunContext) -> Any:
+    def crm(self, ctx: RunContext) -> Callable[[], Crm]:
         """A factory, so a step with nothing to send makes no Salesforce call (not even a login)."""
 
-        def build() -> Any:
+        def build() -> Crm:
             from email_sync.crm.salesforce import SalesforceCrm
             from hooks.salesforce import SalesforceSessionHook
 
@@ -106,36 +110,15 @@ class EmailSyncOperator(BaseOperator):
         ctx = self.run_context(context)
         try:
             counts = self.run_step(ctx, context)
-        except Exception as exc:
-            reason = _permanent_failure(exc)
-            if reason is None:
-                raise  # transient: Airflow retries the task with exponential backoff
-            raise AirflowFailException(f"email sync {self.job_id}, step {self.step}: {reason}") from exc
+        except PermanentError as exc:
+            # Retrying cannot help: fail the run at once with nothing marked done (the ledger
+            # holds only claims, the watermark does not move; the next run starts from there).
+            raise AirflowFailException(f"email sync {self.job_id}, step {self.step}: {exc}") from exc
         self.log.info("%s: %s", self.step, counts)
         return counts
 
     def run_step(self, ctx: RunContext, context: Any) -> dict[str, Any]:
         raise NotImplementedError
-
-
-def _permanent_failure(exc: Exception) -> str | None:
-    """A message when retrying cannot help (credentials, org setup, API budget); else None.
-
-    Such failures fail the run at once with nothing marked done: the ledger only holds
-    claims, the watermark does not move, and the next run starts from the same place.
-    """
-    from exchangelib.errors import UnauthorizedError
-
-    from email_sync.crm.salesforce import AuthenticationFailed, BudgetExhausted, MissingExternalIdField
-    from email_sync.steps import ConfigurationProblem
-
-    if isinstance(exc, AuthenticationFailed | UnauthorizedError):
-        return f"authentication failed ({exc}); fix the Connection's credentials"
-    if isinstance(exc, BudgetExhausted):
-        return f"Salesforce API budget: {exc}"
-    if isinstance(exc, MissingExternalIdField | ConfigurationProblem):
-        return str(exc)
-    return None
 
 
 def _interval(context: Any) -> tuple[datetime, datetime] | None:
@@ -147,12 +130,12 @@ def _interval(context: Any) -> tuple[datetime, datetime] | None:
 
 
 class ExtractFolderMailOperator(EmailSyncOperator):
-    """Stage the window's mail from the job's Exchange folders (metadata of attachments only)."""
+    """Stage the window's mail from the job's folders (metadata of attachments only)."""
 
     step = "extract"
 
     def run_step(self, ctx: RunContext, context: Any) -> dict[str, Any]:
-        from email_sync.steps import extract
+        from email_sync.pipeline.extract import extract
 
         return extract(ctx, self.mail_source(ctx), self.state_store(), _interval(context), datetime.now(UTC))
 
@@ -163,7 +146,7 @@ class FilterByModeOperator(EmailSyncOperator):
     step = "filter"
 
     def run_step(self, ctx: RunContext, context: Any) -> dict[str, Any]:
-        from email_sync.steps import filter_mail
+        from email_sync.pipeline.filter import filter_mail
 
         return filter_mail(ctx, self.state_store(), datetime.now(UTC))
 
@@ -174,7 +157,7 @@ class MatchRecipientsOperator(EmailSyncOperator):
     step = "match"
 
     def run_step(self, ctx: RunContext, context: Any) -> dict[str, Any]:
-        from email_sync.steps import match
+        from email_sync.pipeline.match import match
 
         return match(ctx, self.crm(ctx), self.state_store())
 
@@ -185,29 +168,29 @@ class BulkInsertTasksOperator(EmailSyncOperator):
     step = "insert"
 
     def run_step(self, ctx: RunContext, context: Any) -> dict[str, Any]:
-        from email_sync.steps import insert_tasks
+        from email_sync.pipeline.insert import insert_tasks
 
         return insert_tasks(ctx, self.crm(ctx), self.state_store())
 
 
 class UploadAttachmentsOperator(EmailSyncOperator):
-    """Attachments of 5 MB or less as Salesforce Files on the Task, one in memory at a time."""
+    """Attachments of 5 MB or less as Salesforce Files on the Task, one bounded batch in memory at a time."""
 
     step = "upload"
 
     def run_step(self, ctx: RunContext, context: Any) -> dict[str, Any]:
-        from email_sync.steps import upload_attachments
+        from email_sync.pipeline.upload import upload_attachments
 
         return upload_attachments(ctx, self.mail_source(ctx), self.crm(ctx), self.state_store())
 
 
 class FinishSyncOperator(EmailSyncOperator):
-    """CRM category back to Exchange, run summary, watermark, staged mail deleted."""
+    """CRM category back to the mailbox, run summary, cursors and watermark, staged mail deleted."""
 
     step = "finish"
 
     def run_step(self, ctx: RunContext, context: Any) -> dict[str, Any]:
-        from email_sync.steps import finish, format_summary
+        from email_sync.pipeline.finish import finish, format_summary
 
         ti = context["ti"]
         counts = {step: ti.xcom_pull(task_ids=task_id) or {} for step, task_id in STEP_TASK_IDS.items()

@@ -1,6 +1,6 @@
 """``SyncWindowTimetable``: a sync job's schedule (frequency + window + zone) as an Airflow timetable.
 
-A thin shell: all schedule math lives in :mod:`email_sync.schedule` (pure Python, no Airflow);
+A thin shell: all schedule math lives in :mod:`email_sync.rules.schedule` (pure Python, no Airflow);
 the rules are in ``docs/SCHEDULE.md``. Registered by ``plugins/email_sync_plugin.py``; DAG files
 import it as ``from timetables.sync_window import SyncWindowTimetable`` (the registered name).
 
@@ -28,7 +28,7 @@ import pendulum
 
 from airflow.exceptions import AirflowTimetableInvalid
 from airflow.timetables.base import DagRunInfo, DataInterval, Timetable
-from email_sync.schedule import (
+from email_sync.rules.schedule import (
     DEFAULT_DAYS,
     DEFAULT_END,
     DEFAULT_FREQUENCY_MINUTES,
@@ -154,7 +154,7 @@ class SyncWindowTimetable(Timetable):
 
     @functools.cached_property
     def window(self) -> SyncWindow:
-        """The schedule; raises :class:`email_sync.schedule.InvalidSyncWindow` when invalid."""
+        """The schedule; raises :class:`email_sync.rules.schedule.InvalidSyncWindow` when invalid."""
         problems = self.problems()
         if problems:
             raise InvalidSyncWindow(problems)
@@ -281,7 +281,7 @@ class SyncWindowTimetable(Timetable):
         """A manual run *with* a logical date covers the mail since the last run time before it.
 
         A run triggered *without* a logical date (Sync Now) gets no data interval from
-        Airflow 3; task code then uses :func:`email_sync.schedule.manual_window`.
+        Airflow 3; task code then uses :func:`email_sync.rules.schedule.manual_window`.
         """
         start, end = manual_interval(self.window, run_after)
         return DataInterval(start=_to_pendulum(start), end=_to_pendulum(end))

@@ -1,10 +1,10 @@
-"""Address, domain and Message-ID normalisation (email_sync.addresses)."""
+"""Address, domain and Message-ID normalisation (email_sync.rules.addresses)."""
 
 from __future__ import annotations
 
 import pytest
 
-from email_sync.addresses import (
+from email_sync.rules.addresses import (
     DomainSet,
     message_ids_in,
     normalize_address,

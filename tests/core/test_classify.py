@@ -1,4 +1,4 @@
-"""Classification of one email (email_sync.classify): every rule and every reason."""
+"""Classification of one email (email_sync.rules.classify): every rule and every reason."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from email_sync.classify import Decision, SkipReason, classify, compile_rules, finalize, is_outbound_folder
-from email_sync.keys import message_key
-from email_sync.matching import Match
-from email_sync.models import Address, Direction, MailItem
-from email_sync.settings import JobSettings, Mode, OrgSettings
+from email_sync.rules.classify import Decision, SkipReason, classify, compile_rules, is_outbound_folder
+from email_sync.rules.matching import finalize
+from email_sync.rules.keys import message_key
+from email_sync.rules.matching import Match
+from email_sync.rules.models import Address, Direction, MailItem
+from email_sync.rules.settings import JobSettings, Mode, OrgSettings
 
 NOW = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
 ORG = OrgSettings(
@@ -46,7 +47,7 @@ def inbound(**changes: Any) -> MailItem:
 def outbound(**changes: Any) -> MailItem:
     base = MailItem(
         item_id="AAMk-2", message_id="<m2@example.com>", folder="Sent Items", subject="Offer",
-        sender=ALICE, to=(CLIENT,), sent_at=NOW,
+        sender=ALICE, to=(CLIENT,), sent_at=NOW, in_sent_folder=True,
     )  # fmt: skip
     return replace(base, **changes)
 
@@ -206,7 +207,7 @@ def test_outbound_folders(folder: str, outbound_: bool) -> None:
 
 
 def test_unusable_message_id_falls_back_to_item_id() -> None:
-    from email_sync.keys import email_identity
+    from email_sync.rules.keys import email_identity
 
     rules = compile_rules(SETTINGS, ORG)
     assert email_identity(inbound(message_id="<>")) == "AAMk-1"

@@ -1,4 +1,4 @@
-"""Settings, policy merge and config loading (email_sync.settings/policy/config/__main__)."""
+"""Settings, policy merge and config loading (email_sync.rules.settings/policy/config/__main__)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from email_sync.__main__ import main
-from email_sync.classify import compile_rules
-from email_sync.config import JobConfigError, load_jobs
-from email_sync.policy import Policy, Source, merge_job_settings, parse_policy
-from email_sync.settings import JOB_FIELDS, MatchObject, Mode, OrgSettings, Window
+from email_sync.rules.classify import compile_rules
+from email_sync.rules.config import JobConfigError, load_jobs
+from email_sync.rules.policy import Policy, Source, merge_job_settings, parse_policy
+from email_sync.rules.settings import JOB_FIELDS, MatchObject, Mode, OrgSettings, Window
 
 PROJECT = Path(__file__).resolve().parents[2]
 EXAMPLE = PROJECT / "include" / "email_sync"

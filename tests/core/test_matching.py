@@ -1,4 +1,4 @@
-"""Matching emails to Contacts/Leads (email_sync.matching): tie-breaks and field selection."""
+"""Matching emails to Contacts/Leads (email_sync.rules.matching): tie-breaks and field selection."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from email_sync.matching import (
+from email_sync.rules.matching import (
     MatchRecord,
     RecordIndex,
     email_fields_for,
@@ -15,7 +15,7 @@ from email_sync.matching import (
     objects_to_match,
     records_from_rows,
 )
-from email_sync.settings import JobSettings, MatchObject, OrgSettings
+from email_sync.rules.settings import JobSettings, MatchObject, OrgSettings
 
 
 def rec(sobject: str, id_: str, created: str | None, *emails: str) -> MatchRecord:
@@ -123,8 +123,8 @@ def test_objects_to_match(objects: tuple[MatchObject, ...], expected: tuple[str,
 
 
 def test_lookup_addresses_and_match_decision() -> None:
-    from email_sync.classify import Decision, SkipReason
-    from email_sync.matching import lookup_addresses, match_decision
+    from email_sync.rules.classify import Decision, SkipReason
+    from email_sync.rules.matching import lookup_addresses, match_decision
 
     live = Decision(None, participants=("bob@acme.example", "ann@acme.example"))
     dead = Decision(SkipReason.PRIVATE, participants=("zed@x.example",))

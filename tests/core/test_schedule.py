@@ -1,4 +1,4 @@
-"""Schedule math (email_sync.schedule): property tests over a year of runs, and worked examples."""
+"""Schedule math (email_sync.rules.schedule): property tests over a year of runs, and worked examples."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from email_sync.schedule import (
+from email_sync.rules.schedule import (
     MAX_REACH_DAYS,
     InvalidSyncWindow,
     SyncWindow,

@@ -1,4 +1,4 @@
-"""SOQL building (email_sync.soql): escaping that no input escapes from, and batching."""
+"""SOQL building (email_sync.rules.soql): escaping that no input escapes from, and batching."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from email_sync.soql import (
+from email_sync.rules.soql import (
     DEFAULT_LIMITS,
     SoqlLimits,
     api_name,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from email_sync.keys import message_key
-from email_sync.state_store import LedgerClaim, Outcome, StateStore
+from email_sync.rules.keys import message_key
+from email_sync.store.state_store import LedgerClaim, Outcome, StateStore
 from tests.state_backends import state_url
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

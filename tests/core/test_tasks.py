@@ -1,4 +1,4 @@
-"""Task building (email_sync.tasks), keys (email_sync.keys) and attachment selection."""
+"""Task building (email_sync.rules.tasks), keys (email_sync.rules.keys) and attachment selection."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from email_sync.attachments import AttachmentSkipReason, select_attachments
-from email_sync.classify import Decision, SkipReason, classify, compile_rules
-from email_sync.keys import IDEMPOTENCY_FIELD, attachment_key, idempotency_key, message_key
-from email_sync.matching import Match
-from email_sync.models import Address, AttachmentRef, Direction, MailItem
-from email_sync.settings import JobSettings, Mode, OrgSettings
-from email_sync.tasks import build_tasks, field_limits_from_describe
-from email_sync.text import FieldLimit
+from email_sync.rules.attachments import AttachmentSkipReason, select_attachments
+from email_sync.rules.classify import Decision, SkipReason, classify, compile_rules
+from email_sync.rules.keys import IDEMPOTENCY_FIELD, attachment_key, idempotency_key, message_key
+from email_sync.rules.matching import Match
+from email_sync.rules.models import Address, AttachmentRef, Direction, MailItem
+from email_sync.rules.settings import JobSettings, Mode, OrgSettings
+from email_sync.rules.tasks import build_tasks, field_limits_from_describe
+from email_sync.rules.text import FieldLimit
 
 OWNER = "005000000000001AAA"
 CONTACT = Match("003000000000001AAA", "Contact", ("003000000000001AAA", "003000000000002AAA"))
@@ -73,7 +73,7 @@ def test_other_fields_truncated_but_key_never() -> None:
 
 
 def test_outbound_uses_sent_date() -> None:
-    mail = item(folder="Sent Items", sender=Address("alice@example.com"), to=(Address("client@acme.example"),),
+    mail = item(folder="Sent Items", in_sent_folder=True, sender=Address("alice@example.com"), to=(Address("client@acme.example"),),
                 received_at=None, sent_at=datetime(2026, 3, 10, 22, 30, tzinfo=UTC))  # fmt: skip
     assert build(mail).tasks[0].fields["ActivityDate"] == "2026-03-10"
     ny = replace(SETTINGS, timezone="America/New_York")

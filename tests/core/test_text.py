@@ -1,4 +1,4 @@
-"""Plain text for Salesforce fields (email_sync.text): HTML, measuring, truncating, splitting."""
+"""Plain text for Salesforce fields (email_sync.rules.text): HTML, measuring, truncating, splitting."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from email_sync.text import FieldLimit, fits, html_to_text, sf_length, split_to_fit, truncate
+from email_sync.rules.text import FieldLimit, fits, html_to_text, sf_length, split_to_fit, truncate
 
 
 @pytest.mark.parametrize(

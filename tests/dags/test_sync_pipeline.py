@@ -193,7 +193,7 @@ def test_salesforce_calls_grow_with_batches_not_emails(sync_world):
     assert ews_calls.get("GetAttachment", 0) == 1  # every file of the run in one request
     counts = sync_world.store().latest_runs()[0]["counts"]  # the run summary counts what the servers saw
     assert counts["salesforce_calls"] == sum(calls.values())
-    assert counts["ews_requests"] == sum(ews_calls.values())
+    assert counts["source_requests"] == sum(ews_calls.values())
 
 
 def test_designation_by_smart_address_alone(sync_world):

@@ -15,7 +15,7 @@ import pendulum
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from email_sync.schedule import SyncWindow
+from email_sync.rules.schedule import SyncWindow
 
 pytestmark = [
     pytest.mark.airflow,

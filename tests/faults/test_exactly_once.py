@@ -205,10 +205,9 @@ def test_api_budget_below_the_reserve_refuses_the_run(demo, tmp_path, monkeypatc
 
 def test_sync_now_during_a_scheduled_run_writes_each_task_once(demo, reference, tmp_path, monkeypatch):
     """Two runs of the same job interleaved step by step (what a second worker would do)."""
-    from email_sync import steps
-    from email_sync.config import load_jobs
+    from email_sync.pipeline import context, extract, filter as filter_step, finish, insert, match, upload
+    from email_sync.rules.config import load_jobs
     from email_sync.crm.salesforce import SalesforceCrm
-    from email_sync.sources.ews import EwsMailSource
     from hooks.exchange import ExchangeHook
     from hooks.state import StateStoreHook
 
@@ -216,19 +215,19 @@ def test_sync_now_during_a_scheduled_run_writes_each_task_once(demo, reference, 
         loaded = load_jobs(world.config_dir, only=JOB)
         (job,) = loaded.jobs
         store = StateStoreHook().get_store()
-        mail = lambda: EwsMailSource(ExchangeHook().get_account(MAILBOX))  # noqa: E731
+        mail = lambda: ExchangeHook().get_mail_source(MAILBOX)  # noqa: E731
         crm = lambda: SalesforceCrm(world.stack.salesforce.client())  # noqa: E731
         now = datetime.now(UTC)
-        a = steps.RunContext(JOB, job.settings, loaded.org, "scheduled__a", world.staging)
-        b = steps.RunContext(JOB, job.settings, loaded.org, "manual__b", world.staging)
+        a = context.RunContext(JOB, job.settings, loaded.org, "scheduled__a", world.staging)
+        b = context.RunContext(JOB, job.settings, loaded.org, "manual__b", world.staging)
         for ctx in (a, b):
-            steps.extract(ctx, mail, store, None, now)
-            steps.filter_mail(ctx, store, now)
-            steps.match(ctx, crm, store)
+            extract.extract(ctx, mail, store, None, now)
+            filter_step.filter_mail(ctx, store, now)
+            match.match(ctx, crm, store)
         for ctx in (a, b):
-            counts = {"insert": steps.insert_tasks(ctx, crm, store)}
-            counts["upload"] = steps.upload_attachments(ctx, mail, crm, store)
-            steps.finish(ctx, mail, store, counts)
+            counts = {"insert": insert.insert_tasks(ctx, crm, store)}
+            counts["upload"] = upload.upload_attachments(ctx, mail, crm, store)
+            finish.finish(ctx, mail, store, counts)
         assert_same(world, reference, "interleaved runs")
 
 

@@ -19,12 +19,12 @@ from email_sync.crm.salesforce import (
     AuthenticationFailed,
     FileUpload,
     BudgetExhausted,
-    MissingExternalIdField,
+    SetupProblem,
     RecordResult,
     SalesforceCrm,
     SalesforceError,
 )
-from email_sync.keys import IDEMPOTENCY_FIELD
+from email_sync.rules.keys import IDEMPOTENCY_FIELD
 from sandbox.salesforce import SalesforceSandbox
 
 N_CONTACTS = 60
@@ -262,7 +262,7 @@ def test_missing_external_id_field():
     with SalesforceSandbox({"org": {"has_external_id_field": False}}) as sb:
         for threshold in (2000, 0):  # sObject Collections, then Bulk API
             crm, _ = make_crm(sb, bulk_threshold=threshold)
-            with pytest.raises(MissingExternalIdField, match=r"Task\.Email_Sync_Key__c as Text\(40\), External ID, "
+            with pytest.raises(SetupProblem, match=r"Task\.Email_Sync_Key__c as Text\(40\), External ID, "
                                                                r"Unique"):
                 crm.upsert_tasks([task(key("nokey"))])
             assert crm.calls == 1

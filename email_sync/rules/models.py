@@ -1,8 +1,8 @@
 """The batch format every mail source produces and every later stage reads.
 
-EWS (exchangelib) and Microsoft Graph extractors both emit :class:`MailItem` values, so
-the rules downstream never know which source the mail came from. Everything here is
-plain, immutable data: no I/O, no Airflow.
+Every mail source (``email_sync.sources``) emits :class:`MailItem` values, or
+:class:`Unreadable` for an item it could not read, so the rules downstream never know which
+source the mail came from. Everything here is plain, immutable data: no I/O, no Airflow.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Address:
     """One mailbox address as seen on an email.
 
     ``email`` is kept as the source gave it; matching normalises it (see
-    ``email_sync.addresses``). ``name`` is the display name, possibly empty.
+    ``email_sync.rules.addresses``). ``name`` is the display name, possibly empty.
     """
 
     email: str
@@ -33,7 +33,7 @@ class Address:
 
 @dataclass(frozen=True, slots=True)
 class AttachmentRef:
-    """Attachment metadata only: content is fetched one attachment at a time on upload."""
+    """Attachment metadata only: contents are fetched on upload, one bounded batch at a time."""
 
     attachment_id: str
     name: str
@@ -49,7 +49,9 @@ class MailItem:
     ``item_id`` is the source's stable id (EWS ItemId or Graph immutable id); it is what
     the category write-back uses. ``message_id`` is the RFC 5322 Message-ID, the identity
     used for idempotency keys and reply detection (falls back to ``item_id`` when a
-    message has none). Datetimes are timezone-aware (UTC).
+    message has none). Datetimes are timezone-aware (UTC). ``in_sent_folder`` is the
+    source's decision that the item's folder holds outbound mail
+    (:class:`email_sync.sources.base.Folder`).
     """
 
     item_id: str
@@ -71,8 +73,18 @@ class MailItem:
     sensitivity: str = "Normal"
     attachments: tuple[AttachmentRef, ...] = field(default_factory=tuple)
     change_key: str | None = None
+    in_sent_folder: bool = False
 
     @property
     def recipients(self) -> tuple[Address, ...]:
         """To, Cc and Bcc in that order."""
         return self.to + self.cc + self.bcc
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """An item the source could not return or convert: skipped with a reason, never fatal."""
+
+    item_id: str | None
+    folder: str
+    reason: str

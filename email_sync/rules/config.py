@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from email_sync.policy import Policy, Source, merge_job_settings, parse_policy
-from email_sync.settings import JobSettings, OrgSettings
+from email_sync.rules.policy import Policy, Source, merge_job_settings, parse_policy
+from email_sync.rules.settings import JobSettings, OrgSettings
 
 JOB_ID_PATTERN = re.compile(r"^[a-z0-9_]+$")
 # sync_* tables store job_id in VARCHAR(100); it is also the DAG id's suffix.
@@ -134,7 +134,7 @@ def deployment_config_dir() -> Path:
     """The deployment's config directory: ``$EMAIL_SYNC_CONFIG_DIR``, else this project's
     ``include/email_sync``. The DAG file and the tasks it runs read the same one."""
     configured = os.environ.get(CONFIG_DIR_ENV)
-    return Path(configured) if configured else Path(__file__).resolve().parent.parent / "include" / "email_sync"
+    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "include" / "email_sync"
 
 
 def default_cache_dir() -> Path:

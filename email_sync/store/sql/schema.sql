@@ -10,6 +10,19 @@ CREATE TABLE IF NOT EXISTS sync_watermark (
     updated_at      VARCHAR(32)  NOT NULL
 );
 
+-- Where each folder's incremental read stands, in the source's own terms (EWS: the time the
+-- folder is synced through, Graph: a deltaLink). Saved only when a run finishes. A cursor of
+-- another source than the job's current one is ignored (a job switched sources).
+CREATE TABLE IF NOT EXISTS sync_cursor (
+    job_id      VARCHAR(100) NOT NULL,
+    folder      VARCHAR(255) NOT NULL,
+    source      VARCHAR(16)  NOT NULL,
+    cursor      TEXT         NOT NULL,
+    run_id      VARCHAR(250),
+    updated_at  VARCHAR(32)  NOT NULL,
+    PRIMARY KEY (job_id, folder)
+);
+
 -- One row per Task we intend to create: (job, message, part). The idempotency key is also
 -- written to the Task's external-id field, so Salesforce itself refuses a second copy.
 CREATE TABLE IF NOT EXISTS sync_ledger (

@@ -1,4 +1,4 @@
--- Named queries for email_sync.state_store (":name" are bind parameters).
+-- Named queries for email_sync.store.state_store (":name" are bind parameters).
 -- Portable between SQLite >= 3.24 and PostgreSQL (INSERT ... ON CONFLICT).
 
 -- name: get_watermark
@@ -12,6 +12,18 @@ ON CONFLICT (job_id) DO UPDATE SET
     last_run_id = excluded.last_run_id,
     updated_at = excluded.updated_at
 WHERE sync_watermark.synced_through < excluded.synced_through;
+
+-- name: get_cursors
+SELECT folder, cursor FROM sync_cursor WHERE job_id = :job_id AND source = :source;
+
+-- name: save_cursor
+INSERT INTO sync_cursor (job_id, folder, source, cursor, run_id, updated_at)
+VALUES (:job_id, :folder, :source, :cursor, :run_id, :now)
+ON CONFLICT (job_id, folder) DO UPDATE SET
+    source = excluded.source,
+    cursor = excluded.cursor,
+    run_id = excluded.run_id,
+    updated_at = excluded.updated_at;
 
 -- name: claim
 INSERT INTO sync_ledger (idempotency_key, job_id, message_key, item_id, folder, part, parts,

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from email_sync.classify import Decision
-from email_sync.keys import attachment_key, email_identity
-from email_sync.models import AttachmentRef, MailItem
-from email_sync.settings import OrgSettings
+from email_sync.rules.classify import Decision
+from email_sync.rules.keys import attachment_key, email_identity
+from email_sync.rules.models import AttachmentRef, MailItem
+from email_sync.rules.settings import OrgSettings
 
 
 class AttachmentSkipReason(StrEnum):

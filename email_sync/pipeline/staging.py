@@ -23,7 +23,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from email_sync.models import Address, AttachmentRef, MailItem
+from email_sync.rules.classify import Decision
+from email_sync.rules.models import Address, AttachmentRef, Direction, MailItem
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -57,7 +58,7 @@ def _schemas() -> _Schemas:
         ("sent_at", ts), ("received_at", ts), ("in_reply_to", pa.string()),
         ("references", pa.list_(pa.string())), ("conversation_id", pa.string()),
         ("categories", pa.list_(pa.string())), ("sensitivity", pa.string()),
-        ("attachments", pa.list_(attachment)), ("change_key", pa.string()),
+        ("attachments", pa.list_(attachment)), ("change_key", pa.string()), ("in_sent_folder", pa.bool_()),
     ])
     assert [f.name for f in fields(MailItem)] == mail.names, "the mail schema must follow MailItem"
     timestamps = tuple(f.name for f in mail if f.type == ts)
@@ -123,7 +124,7 @@ def _item(row: dict[str, Any]) -> MailItem:
         conversation_id=row["conversation_id"], categories=tuple(row["categories"] or ()),
         sensitivity=row["sensitivity"] or "Normal",
         attachments=tuple(AttachmentRef(**a) for a in row["attachments"] or ()),
-        change_key=row["change_key"],
+        change_key=row["change_key"], in_sent_folder=bool(row["in_sent_folder"]),
     )
 
 
@@ -204,3 +205,25 @@ def read_jsonl(path: Path) -> Iterator[Any]:
         for line in handle:
             if line.strip():
                 yield json.loads(line)
+
+
+def encode_candidate(key: str, item_id: str, decision: Decision, task_id: str | None = None) -> dict[str, Any]:
+    """A filter decision as a ``candidates.jsonl`` row (no mail content: addresses and flags)."""
+    return {"message_key": key, "item_id": item_id, "task_id": task_id,
+            "direction": decision.direction.value if decision.direction else None,
+            "participants": list(decision.participants), "designated": decision.designated,
+            "is_reply": decision.is_reply, "record_attachments": decision.record_attachments,
+            "email_at": decision.email_at.isoformat() if decision.email_at else None}
+
+
+def decode_candidate(candidate: dict[str, Any]) -> Decision:
+    """The decision a ``candidates.jsonl`` row carries (:func:`encode_candidate` reversed)."""
+    return Decision(
+        None,
+        Direction(candidate["direction"]) if candidate["direction"] else None,
+        tuple(candidate["participants"]),
+        candidate["designated"],
+        candidate["is_reply"],
+        candidate["record_attachments"],
+        datetime.fromisoformat(candidate["email_at"]) if candidate["email_at"] else None,
+    )

@@ -94,7 +94,7 @@ class DomainSet:
 def normalize_message_id(raw: str | None) -> str | None:
     """An RFC 5322 msg-id without angle brackets and surrounding space; None if empty.
 
-    Case is kept here; :func:`email_sync.keys.message_key` folds it for comparison.
+    Case is kept here; :func:`email_sync.rules.keys.message_key` folds it for comparison.
     """
     if not raw:
         return None

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from email_sync.addresses import normalize_address
-from email_sync.classify import Decision
-from email_sync.settings import JobSettings, MatchObject, OrgSettings
+from email_sync.rules.addresses import normalize_address
+from email_sync.rules.classify import Decision, SkipReason
+from email_sync.rules.settings import JobSettings, MatchObject, OrgSettings
 
 _NEVER = datetime.max.replace(tzinfo=UTC)
 
@@ -160,3 +160,10 @@ def _parse_datetime(value: object) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def finalize(decision: Decision, match: Match | None) -> Decision:
+    """Apply the matching outcome: a candidate with no matching record is ``not_matched``."""
+    if decision.reason is not None or match is not None:
+        return decision
+    return replace(decision, reason=SkipReason.NOT_MATCHED)

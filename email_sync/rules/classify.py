@@ -7,25 +7,21 @@ email always has exactly one, stable reason (docs/RULES.md lists the order and w
     → excluded_address → internal_only → not_designated → (matching) not_matched
     → (task building) subject_too_long
 
-Classification never touches Salesforce; :func:`finalize` applies the matching outcome.
+Classification never touches Salesforce; :func:`email_sync.rules.matching.finalize` applies the matching outcome.
 Bad input never raises: it becomes ``malformed``, so one odd email cannot stop a run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
-from email_sync.addresses import DomainSet, message_ids_in, normalize_address
-from email_sync.keys import email_identity, message_key
-from email_sync.models import Address, Direction, MailItem
-from email_sync.settings import JobSettings, Mode, OrgSettings
-
-if TYPE_CHECKING:
-    from email_sync.matching import Match
+from email_sync.rules.addresses import DomainSet, message_ids_in, normalize_address
+from email_sync.rules.keys import email_identity, message_key
+from email_sync.rules.models import Address, Direction, MailItem
+from email_sync.rules.settings import JobSettings, Mode, OrgSettings
 
 PRIVATE_SENSITIVITIES = frozenset({"private", "confidential"})
 
@@ -77,7 +73,6 @@ class Rules:
 
     mode: Mode
     mailbox: str
-    sent_folders: tuple[str, ...]
     internal_domains: DomainSet
     excluded_addresses: frozenset[str]
     excluded_domains: DomainSet
@@ -98,7 +93,6 @@ def compile_rules(settings: JobSettings, org: OrgSettings) -> Rules:
     return Rules(
         mode=settings.mode,
         mailbox=settings.mailbox,
-        sent_folders=tuple(f.strip().strip("/").casefold() for f in org.sent_folders),
         internal_domains=DomainSet(org.internal_domains),
         excluded_addresses=frozenset(org.excluded_addresses) | frozenset(settings.excluded_addresses),
         excluded_domains=DomainSet((*org.excluded_domains, *settings.excluded_domains)),
@@ -120,7 +114,7 @@ def classify(
 ) -> Decision:
     """Decide whether one email is a candidate for recording (matching still to come).
 
-    ``recorded`` maps :func:`email_sync.keys.message_key` of emails this job recorded to
+    ``recorded`` maps :func:`email_sync.rules.keys.message_key` of emails this job recorded to
     their sent/received time (the ledger's ``email_at``); it is only used to recognise
     inbound replies in ``designated`` mode.
     """
@@ -177,21 +171,19 @@ def classify(
     )
 
 
-def finalize(decision: Decision, match: Match | None) -> Decision:
-    """Apply the matching outcome: a candidate with no matching record is ``not_matched``."""
-    if decision.reason is not None or match is not None:
-        return decision
-    return replace(decision, reason=SkipReason.NOT_MATCHED)
-
-
 def is_outbound_folder(folder: str, sent_folders: Iterable[str]) -> bool:
-    """Whether a folder path is a sent folder or below one (case-insensitive, ``/`` paths)."""
+    """Whether a folder path is one of ``sent_folders`` or below one (case-insensitive, ``/`` paths).
+
+    Used by the mail sources for the folders an admin declares outbound (``org.sent_folders``);
+    classification reads the source's decision from ``MailItem.in_sent_folder``.
+    """
+    sent_folders = [s.strip().strip("/").casefold() for s in sent_folders]
     path = folder.strip().strip("/").casefold()
     return any(path == s or path.startswith(s + "/") for s in sent_folders)
 
 
 def _direction(item: MailItem, sender: str | None, rules: Rules) -> Direction:
-    if sender == rules.mailbox or is_outbound_folder(item.folder or "", rules.sent_folders):
+    if sender == rules.mailbox or item.in_sent_folder:
         return Direction.OUTBOUND
     return Direction.INBOUND
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
-from email_sync.addresses import normalize_message_id
-from email_sync.models import MailItem
+from email_sync.rules.addresses import normalize_message_id
+from email_sync.rules.models import MailItem
 
 # Task field that carries the key. Define it as Text(40), External ID, Unique.
 IDEMPOTENCY_FIELD = "Email_Sync_Key__c"
@@ -22,6 +22,13 @@ MESSAGE_KEY_LENGTH = 32
 # Bumping the version changes every key: only do it together with a ledger migration.
 _KEY_VERSION = "email-sync/v1"
 _SEP = "\x1f"  # unit separator: cannot occur in a job id or a Message-ID
+
+
+def missing_key_field_message(detail: str) -> str:
+    """What to tell an admin whose org lacks :data:`IDEMPOTENCY_FIELD` (wherever it is found)."""
+    return (f"Salesforce Task has no usable external-id field {IDEMPOTENCY_FIELD} ({detail}). Ask a Salesforce "
+            f"admin to create Task.{IDEMPOTENCY_FIELD} as Text(40), External ID, Unique (docs/CONNECTIONS.md); "
+            "without it a retry could duplicate Tasks.")
 
 
 def message_key(message_id: str) -> str:

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from email_sync.classify import Decision, SkipReason, finalize
-from email_sync.keys import IDEMPOTENCY_FIELD, email_identity, idempotency_key
-from email_sync.matching import Match
-from email_sync.models import MailItem
-from email_sync.settings import JobSettings
-from email_sync.text import FieldLimit, fits, html_to_text, split_to_fit, truncate
+from email_sync.rules.classify import Decision, SkipReason
+from email_sync.rules.keys import IDEMPOTENCY_FIELD, email_identity, idempotency_key
+from email_sync.rules.matching import Match, finalize
+from email_sync.rules.models import MailItem
+from email_sync.rules.settings import JobSettings
+from email_sync.rules.text import FieldLimit, fits, html_to_text, split_to_fit, truncate
 
 # Used when describe did not report a field (Salesforce's standard Task sizes).
 DEFAULT_LIMITS: Mapping[str, FieldLimit] = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from email_sync.settings import (
+from email_sync.rules.settings import (
     JOB_FIELDS,
     MIN_FREQUENCY_MINUTES,
     Default,

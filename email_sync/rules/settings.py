@@ -15,8 +15,8 @@ from enum import Enum, StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from email_sync import schedule
-from email_sync.addresses import normalize_address, normalize_domain
+from email_sync.rules import schedule
+from email_sync.rules.addresses import normalize_address, normalize_domain
 
 # Schedule bounds have one home, the schedule math: at least every 30 min (SPEC §1), at
 # most once a day; lookback 1-30 days.
@@ -65,6 +65,15 @@ class MatchObject(StrEnum):
         return {"contacts": "Contact", "leads": "Lead"}[self.value]
 
 
+class SourceKind(StrEnum):
+    """Which mail source reads a job's mailbox (``email_sync.sources``)."""
+
+    EWS = "ews"  # Exchange Server (and Exchange Online while EWS lasts) through exchangelib
+
+
+_SOURCE_VALUES = frozenset(s.value for s in SourceKind)
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """Days of week and a time-of-day range, in the job's time zone.
@@ -82,16 +91,6 @@ class Window:
         """The days as ``datetime.weekday()`` numbers (Mon = 0)."""
         return tuple(WEEKDAYS.index(d) for d in self.days)
 
-    @property
-    def start_minute(self) -> int:
-        """Minutes after midnight at which the window opens."""
-        return _minutes(self.start)
-
-    @property
-    def end_minute(self) -> int:
-        """Minutes after midnight at which the window closes (1440 for 24:00)."""
-        return _minutes(self.end)
-
     def describe(self) -> str:
         """Human summary, e.g. ``Mon–Fri 08:00–18:00``."""
         return f"{schedule.format_days(self.weekdays)} {self.start}–{self.end}"
@@ -103,6 +102,7 @@ class JobSettings:
 
     mailbox: str
     mode: Mode = Mode.OFF
+    source: SourceKind = SourceKind.EWS
     salesforce_user: str | None = None
     frequency_minutes: int = 120
     window: Window = Window()
@@ -210,6 +210,13 @@ def parse_mode(name: str, value: Any) -> Mode:
     return Mode(text)
 
 
+def parse_source(name: str, value: Any) -> SourceKind:
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text not in _SOURCE_VALUES:
+        raise SettingError(name, value, "must be one of " + ", ".join(sorted(_SOURCE_VALUES)))
+    return SourceKind(text)
+
+
 def parse_address(name: str, value: Any) -> str:
     address = normalize_address(value) if isinstance(value, str) else None
     if address is None:
@@ -287,7 +294,7 @@ def parse_match_objects(name: str, value: Any) -> tuple[MatchObject, ...]:
 def parse_window(name: str, value: Any, fallback: Window) -> Window:
     """A window mapping; keys left out keep the fallback's (policy or built-in) values.
 
-    Day names and times are read by :mod:`email_sync.schedule`'s parsers, so the config
+    Day names and times are read by :mod:`email_sync.rules.schedule`'s parsers, so the config
     and the timetable agree on what a valid window is; errors name the sub-field.
     """
     if not isinstance(value, dict):
@@ -396,6 +403,7 @@ JOB_FIELDS: dict[str, FieldSpec] = {
     for spec in (
         FieldSpec("mode", Mode.OFF, parse_mode, "off | all | designated"),
         FieldSpec("mailbox", None, parse_address, "the Exchange mailbox (SMTP address); unique across jobs", per_job=True),
+        FieldSpec("source", SourceKind.EWS, parse_source, "mail source that reads the mailbox: ews"),
         FieldSpec(
             "salesforce_user", None, optional(parse_salesforce_user),
             "Task owner: User Id (005…) or username; required unless mode is off", per_job=True,

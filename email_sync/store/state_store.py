@@ -1,10 +1,11 @@
-"""The sync state store: watermarks, the Task ledger, files, per-email outcomes, run summaries.
+"""The sync state store: watermarks, folder cursors, the Task ledger, files, outcomes, run summaries.
 
-Plain SQLAlchemy over the SQL in ``include/sql/`` so the same code runs on SQLite (the quick
-start) and PostgreSQL (production). No Airflow import: the Airflow hook only turns a
+Plain SQLAlchemy over the SQL shipped in this package (``email_sync/store/sql/``, package data,
+so an installed wheel finds it as an editable checkout does): the same code runs on SQLite (the
+quick start) and PostgreSQL (production). No Airflow import: the Airflow hook only turns a
 Connection into an engine URL. The ledger is what makes a sync exactly-once on our side:
 a Task is *claimed* before it is sent, *created* once Salesforce confirms it, and a claimed
-row that never got confirmed is reconciled by the next run (see docs/EXACTLY_ONCE.md).
+row that never got confirmed is reconciled by the next run (docs/PIPELINE.md#exactly-once).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "include" / "sql"
+SQL_DIR = files("email_sync.store") / "sql"
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _EXPANDING = re.compile(r"\bIN :(\w+)")
 _CHUNK = 500  # bind parameters per IN list; well under SQLite's and PostgreSQL's limits
@@ -144,6 +145,16 @@ class StateStore:
         """Move the job's watermark forward (never back: a backfill must not rewind it)."""
         self._run("advance_watermark", {"job_id": job_id, "synced_through": utc_iso(through),
                                         "run_id": run_id, "now": self._now()})
+
+    # -- folder cursors -------------------------------------------------------------
+    def cursors(self, job_id: str, source: str) -> dict[str, str]:
+        """folder path → the cursor ``source`` left there when the job's last run finished."""
+        return {r.folder: r.cursor for r in self._select("get_cursors", job_id=job_id, source=source)}
+
+    def save_cursors(self, job_id: str, source: str, cursors: Mapping[str, str], run_id: str) -> None:
+        now = self._now()
+        self._run("save_cursor", [{"job_id": job_id, "folder": folder, "source": source, "cursor": cursor,
+                                   "run_id": run_id, "now": now} for folder, cursor in sorted(cursors.items())])
 
     # -- ledger ---------------------------------------------------------------------
     def claim(self, job_id: str, run_id: str, claims: Sequence[LedgerClaim]) -> None:

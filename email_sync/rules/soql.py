@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from email_sync.settings import is_salesforce_user_id
+from email_sync.rules.settings import is_salesforce_user_id
 
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 ID_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")  # a 15- or 18-character record Id

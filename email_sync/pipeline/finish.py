@@ -1,0 +1,84 @@
+"""Step 6, finish: the CRM category back to the mailbox, the run summary, cursors and watermark."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from email_sync.pipeline.context import RunContext, merged_requests, prune_staging
+from email_sync.pipeline.staging import read_json, read_mail
+from email_sync.rules.models import MailItem
+from email_sync.sources.base import CategoryTarget, Folder, MailSource
+from email_sync.store.state_store import StateStore
+
+
+def finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
+           step_counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Write the CRM category back, close the run, save the cursors, advance the watermark.
+
+    Items recorded by earlier runs whose category write failed are retried here too. The
+    folder cursors staged by extract are saved only here, when the run ends well, together
+    with the watermark: a failed run leaves both where they were.
+    """
+    window = read_json(ctx.path("window.json"))
+    unmarked = store.unmarked(ctx.job_id)
+    marked = 0
+    requests: dict[str, int] = {}
+    if unmarked:
+        wanted = {i for _, i in unmarked}
+        staged = {item.item_id: CategoryTarget(item.item_id, item.change_key, item.categories)  # not whole emails
+                  for item in read_mail(ctx.path("mail.parquet")) if item.item_id in wanted}
+        mailbox = source()
+        known = [staged[i] for _, i in unmarked if i in staged]
+        refetch = [i for _, i in unmarked if i not in staged]
+        fetched: list[CategoryTarget] = []
+        if refetch:  # an id finds its item wherever it is: the folder would only label it
+            anywhere = Folder("", "", is_sent=False)
+            fetched = [CategoryTarget(m.item_id, m.change_key, m.categories)
+                       for m in mailbox.fetch([(i, anywhere) for i in refetch]) if isinstance(m, MailItem)]
+        done = set(mailbox.add_category([*known, *fetched], ctx.org.crm_category))
+        store.mark_category(ctx.job_id, [k for k, i in unmarked if i in done])
+        marked = len(done)
+        requests = dict(mailbox.requests)
+
+    outcomes = store.outcomes(ctx.job_id, ctx.run_id)
+    summary: dict[str, Any] = {
+        "window_start": window["start"], "window_end": window["end"],
+        "extracted": step_counts.get("extract", {}).get("extracted", 0) + step_counts.get("extract", {}).get("retried", 0),
+        "recorded": sum(1 for o in outcomes if o.outcome == "recorded"),
+        "failed": sum(1 for o in outcomes if o.outcome == "failed"),
+        "skipped": dict(sorted(Counter(o.reason for o in outcomes if o.outcome == "skipped").items())),
+        "tasks_created": step_counts.get("insert", {}).get("tasks_created", 0),
+        "parts_split": step_counts.get("match", {}).get("split_emails", 0),
+        "relations_created": step_counts.get("insert", {}).get("relations_created", 0),
+        "attachments_uploaded": step_counts.get("upload", {}).get("files_uploaded", 0),
+        "attachments_too_large": step_counts.get("match", {}).get("attachments_attachment_too_large", 0),
+        "categories_written": marked,
+        "salesforce_calls": sum(c.get("salesforce_calls", 0) for c in step_counts.values()),
+    }
+    by_operation = merged_requests(*(c.get("source_requests") for c in step_counts.values()), requests)
+    summary["source"] = ctx.settings.source.value
+    summary["source_requests"] = sum(by_operation.values())
+    summary["source_requests_by_operation"] = by_operation
+    store.finish_run(ctx.job_id, ctx.run_id, "success", summary)
+    store.save_cursors(ctx.job_id, ctx.settings.source.value, window.get("cursors", {}), ctx.run_id)
+    store.advance_watermark(ctx.job_id, datetime.fromisoformat(window["end"]), ctx.run_id)
+    shutil.rmtree(ctx.staging, ignore_errors=True)
+    prune_staging(ctx.staging_root / ctx.job_id)
+    return summary
+
+
+def format_summary(job_id: str, summary: dict[str, Any]) -> str:
+    """The run summary as log lines (counts only, never mail content)."""
+    lines = [f"email sync {job_id} ({summary.get('source', 'ews')}): window ({summary['window_start']}, "
+             f"{summary['window_end']}]"]
+    for name in ("extracted", "recorded", "failed", "tasks_created", "parts_split", "relations_created",
+                 "attachments_uploaded", "attachments_too_large", "categories_written", "salesforce_calls",
+                 "source_requests"):
+        lines.append(f"  {name:<22}{summary.get(name, 0):>8}")
+    for reason, n in summary.get("skipped", {}).items():
+        lines.append(f"  skipped {reason:<14}{n:>8}")
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""Step 5, upload: each recorded email's selected attachments as Salesforce Files on its Task."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from email_sync.crm.base import Crm, FileUpload
+from email_sync.pipeline.context import API_USAGE_CACHE, RunContext, ints, ledger_by_message, remember_usage
+from email_sync.pipeline.staging import read_jsonl
+from email_sync.sources.base import MailSource
+from email_sync.store.state_store import StateStore
+
+log = logging.getLogger(__name__)
+
+UPLOAD_BATCH_BYTES = 25 * 1024 * 1024  # attachment bytes held in memory per upload batch
+UPLOAD_BATCH_FILES = 200  # sObject Collections' limit per call
+
+
+def upload_attachments(ctx: RunContext, source: Callable[[], MailSource], crm: Callable[[], Crm],
+                       store: StateStore) -> dict[str, Any]:
+    """Upload each recorded email's selected attachments, linked to its (first) Task.
+
+    Files travel in batches of at most ``UPLOAD_BATCH_BYTES`` (one mail-source read and
+    one Salesforce call per batch), so memory holds one batch, never a run's attachments.
+    A file is claimed before its upload; a claim left by a crashed attempt is reconciled
+    against the Task's files in Salesforce (same name and size) before anything is sent again.
+    """
+    rows = [{"message_key": r["message_key"], "files": r["files"]}  # not the Tasks' fields: memory
+            for r in read_jsonl(ctx.path("tasks.jsonl")) if r["files"]]
+    if not rows:
+        return {"files_uploaded": 0, "salesforce_calls": 0}
+    keys = [r["message_key"] for r in rows]
+    ledger = ledger_by_message(store, ctx.job_id, keys)
+    state = {(f.message_key, f.attachment_key): f for f in store.files(ctx.job_id, keys)}
+    work = []  # (row, file, task_id)
+    for row in rows:
+        part_one = next((l for l in ledger.get(row["message_key"], ()) if l.part == 1 and l.state == "created"), None)
+        if part_one is None:
+            continue  # the Task failed: its files go up when a later run records it
+        for file in row["files"]:
+            known = state.get((row["message_key"], file["key"]))
+            if known is None or known.state != "uploaded":
+                work.append((row, file, part_one.task_id, known is not None))
+    if not work:
+        return {"files_uploaded": 0, "files_existing": sum(len(r["files"]) for r in rows), "salesforce_calls": 0}
+
+    client = crm()
+    client.check_budget(1 + len(work) // UPLOAD_BATCH_FILES, ctx.org.api_reserve, store.cache_get(API_USAGE_CACHE))
+    reconciled = _reconcile_files(client, [w for w in work if w[3]])
+    store.record_files(ctx.job_id, [(r["message_key"], f["key"], t, reconciled[f["key"]])
+                                    for r, f, t, _ in work if f["key"] in reconciled])
+    todo = [(r, f, t) for r, f, t, _ in work if f["key"] not in reconciled]
+    store.claim_files(ctx.job_id, [(r["message_key"], f["key"], t) for r, f, t in todo])
+    mailbox = source()
+    counts: Counter[str] = Counter(files_reconciled=len(reconciled))
+    for batch in _upload_batches(todo):
+        counts.update(_upload_batch(ctx, mailbox, client, store, batch))
+    remember_usage(client, store)
+    return {**ints(counts), "salesforce_calls": client.calls, "source_requests": dict(mailbox.requests)}
+
+
+def _upload_batch(ctx: RunContext, mailbox: MailSource, client: Crm, store: StateStore,
+                  batch: list[tuple[dict[str, Any], dict[str, Any], str]]) -> Counter[str]:
+    """One mail-source read and one Salesforce call for a batch of files; their counts.
+
+    A function of its own so the batch's contents are freed when it returns: held by a loop
+    variable, they would stay alive while the next batch is read, two batches at once.
+    """
+    contents = mailbox.attachment_contents([f["attachment_id"] for _, f, _ in batch])
+    uploads, unreadable = [], 0
+    for (row, file, task_id), content in zip(batch, contents, strict=True):
+        if isinstance(content, Exception):
+            unreadable += 1  # stays claimed: the next attempt reads it again
+            continue
+        uploads.append((row, FileUpload(file["key"], task_id, file["name"], content, file["content_type"])))
+    del contents
+    results = client.upload_files([u for _, u in uploads])
+    store.record_files(ctx.job_id, [(row["message_key"], u.key, u.task_id, res.id)
+                                    for (row, u), res in zip(uploads, results, strict=True) if res.ok])
+    for refused in (r for r in results if not r.ok):
+        log.warning("job %s: Salesforce refused a file: %s", ctx.job_id, refused.error_code)
+    return Counter(files_uploaded=sum(1 for r in results if r.ok),
+                   files_failed=sum(1 for r in results if not r.ok) + unreadable)
+
+
+def _upload_batches(todo: list[Any], max_bytes: int = UPLOAD_BATCH_BYTES,
+                    max_files: int = UPLOAD_BATCH_FILES) -> Iterator[list[Any]]:
+    """Group files so one mail-source read and one Salesforce call carry many, within a memory bound."""
+    batch: list[Any] = []
+    size = 0
+    for entry in todo:
+        file_size = entry[1]["size"]
+        if batch and (size + file_size > max_bytes or len(batch) == max_files):
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += file_size
+    if batch:
+        yield batch
+
+
+def _reconcile_files(client: Crm, claimed: list[tuple[dict[str, Any], dict[str, Any], str, bool]]) -> dict[str, str]:
+    """attachment key → ContentVersion id for claimed files Salesforce already has."""
+    if not claimed:
+        return {}
+    found = client.find_files(sorted({t for _, _, t, _ in claimed}))
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for row in found:
+        by_task.setdefault(row["FirstPublishLocationId"], []).append(row)
+    result = {}
+    for _, file, task_id, _ in claimed:
+        for version in by_task.get(task_id, []):
+            if version.get("PathOnClient") == file["name"] and int(version.get("ContentSize") or -1) == file["size"]:
+                by_task[task_id].remove(version)  # one version per attachment of the same name and size
+                result[file["key"]] = version["Id"]
+                break
+    return result
+
+

@@ -1,0 +1,1 @@
+"""The state store adapter: watermarks, folder cursors, the Task ledger, files, outcomes (SQLAlchemy)."""

@@ -1,0 +1,1 @@
+"""The contract every :class:`~email_sync.sources.base.MailSource` must pass (see conftest.py)."""
