@@ -56,7 +56,7 @@ def upload_attachments(ctx: RunContext, source: Callable[[], MailSource], crm: C
     store.claim_files(ctx.job_id, [(r["message_key"], f["key"], t) for r, f, t in todo])
     mailbox = source()
     counts: Counter[str] = Counter(files_reconciled=len(reconciled))
-    for batch in _upload_batches(todo):
+    for batch in _upload_batches(todo, UPLOAD_BATCH_BYTES, UPLOAD_BATCH_FILES):
         counts.update(_upload_batch(ctx, mailbox, client, store, batch))
     remember_usage(client, store)
     return {**ints(counts), "salesforce_calls": client.calls, "source_requests": dict(mailbox.requests)}
@@ -86,8 +86,7 @@ def _upload_batch(ctx: RunContext, mailbox: MailSource, client: Crm, store: Stat
                    files_failed=sum(1 for r in results if not r.ok) + unreadable)
 
 
-def _upload_batches(todo: list[Any], max_bytes: int = UPLOAD_BATCH_BYTES,
-                    max_files: int = UPLOAD_BATCH_FILES) -> Iterator[list[Any]]:
+def _upload_batches(todo: list[Any], max_bytes: int, max_files: int) -> Iterator[list[Any]]:
     """Group files so one mail-source read and one Salesforce call carry many, within a memory bound."""
     batch: list[Any] = []
     size = 0
