@@ -13,7 +13,6 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from email_sync.crm.base import Crm
 from email_sync.rules.keys import email_identity, message_key
@@ -88,11 +87,3 @@ def remember_usage(client: Crm, store: StateStore) -> None:
 
 def ints(counts: Counter[str]) -> dict[str, int]:
     return {k: int(v) for k, v in sorted(counts.items())}
-
-
-def merged_requests(*counts: Any) -> dict[str, int]:
-    """By-operation request counts added up (steps report their own; the summary sums them)."""
-    total: Counter[str] = Counter()
-    for c in counts:
-        total.update(c or {})
-    return dict(sorted(total.items()))

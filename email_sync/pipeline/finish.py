@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from email_sync.pipeline.context import RunContext, merged_requests, prune_staging
+from email_sync.pipeline.context import RunContext, prune_staging
 from email_sync.pipeline.staging import read_json, read_mail
 from email_sync.rules.models import MailItem
 from email_sync.sources.base import CategoryTarget, Folder, MailSource
@@ -59,10 +59,12 @@ def finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
         "categories_written": marked,
         "salesforce_calls": sum(c.get("salesforce_calls", 0) for c in step_counts.values()),
     }
-    by_operation = merged_requests(*(c.get("source_requests") for c in step_counts.values()), requests)
+    by_operation: Counter[str] = Counter(requests)
+    for counts in step_counts.values():  # each step reports the requests of its own source
+        by_operation.update(counts.get("source_requests") or {})
     summary["source"] = ctx.settings.source.value
     summary["source_requests"] = sum(by_operation.values())
-    summary["source_requests_by_operation"] = by_operation
+    summary["source_requests_by_operation"] = dict(sorted(by_operation.items()))
     store.finish_run(ctx.job_id, ctx.run_id, "success", summary)
     store.save_cursors(ctx.job_id, ctx.settings.source.value, window.get("cursors", {}), ctx.run_id)
     store.advance_watermark(ctx.job_id, datetime.fromisoformat(window["end"]), ctx.run_id)

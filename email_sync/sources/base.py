@@ -69,10 +69,6 @@ class FolderRead:
         yield from self._items
         self._done = True
 
-    def finish(self, cursor: str | None) -> None:
-        """For a source that learns the cursor only at the end (a delta round's deltaLink)."""
-        self._cursor = cursor
-
     @property
     def cursor(self) -> str | None:
         if not self._done:
@@ -91,10 +87,6 @@ class RequestCounter:
 
     def snapshot(self) -> dict[str, int]:
         return dict(sorted(self._counts.items()))
-
-    @property
-    def total(self) -> int:
-        return sum(self._counts.values())
 
 
 class MailSource(ABC):

@@ -80,7 +80,7 @@ _ACTIVE: contextvars.ContextVar[RequestCounter | None] = contextvars.ContextVar(
 _OPERATION = re.compile(rb":Body[^>]*>\s*<(?:[\w-]+:)?(\w+)")
 
 
-def instrument(protocol: BaseProtocol) -> BaseProtocol:
+def instrument(protocol: BaseProtocol) -> None:
     """Count each request of this protocol's sessions and read answers in 64 KiB slices.
 
     Applied to one exchangelib protocol (the hook's), not process-wide: every session the
@@ -89,7 +89,7 @@ def instrument(protocol: BaseProtocol) -> BaseProtocol:
     element). Streaming requests (``stream=True``) are passed on as they are.
     """
     if getattr(protocol, "_email_sync_instrumented", False):
-        return protocol
+        return
     create_session = protocol.create_session
 
     def instrumented_session() -> Any:
@@ -101,7 +101,6 @@ def instrument(protocol: BaseProtocol) -> BaseProtocol:
     protocol.create_session = instrumented_session  # type: ignore[method-assign]
     protocol.close()  # sessions made before would bypass the count
     protocol._email_sync_instrumented = True  # type: ignore[attr-defined]
-    return protocol
 
 
 def _counting_send(send: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,19 +118,19 @@ def _counting_send(send: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def translated_errors(what: str = "Exchange") -> Iterator[None]:
+def translated_errors() -> Iterator[None]:
     """exchangelib's and requests' errors as :mod:`email_sync.errors`, at the source's edge."""
     try:
         yield
     except SyncError:
         raise
     except UnauthorizedError as exc:
-        raise AuthenticationFailed(f"{what} refused the credentials ({exc}); fix the Exchange Connection") from exc
+        raise AuthenticationFailed(f"Exchange refused the credentials ({exc}); fix the Exchange Connection") from exc
     except (ErrorNonExistentMailbox, ErrorImpersonateUserDenied) as exc:
-        raise SetupProblem(f"{what}: {type(exc).__name__}: {exc}; check the job's mailbox and the service "
+        raise SetupProblem(f"Exchange: {type(exc).__name__}: {exc}; check the job's mailbox and the service "
                            "account's impersonation rights") from exc
     except Exception as exc:
-        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        raise TransientError(f"Exchange: {type(exc).__name__}: {exc}") from exc
 
 
 class _StreamedGetAttachment(GetAttachment):
@@ -215,6 +214,7 @@ class EwsMailSource(MailSource):
     def __init__(self, account: Account | Callable[[], Account], page_size: int = PAGE_SIZE) -> None:
         self.page_size = page_size
         self._counter = RequestCounter()
+        self._folders: dict[str, tuple[BaseFolder, bool]] = {}
         with self._call():
             self.account = account if isinstance(account, Account) else account()
         instrument(self.account.protocol)
@@ -243,39 +243,35 @@ class EwsMailSource(MailSource):
             yield result
 
     # -- folders --------------------------------------------------------------------
-    def _folder(self, path: str) -> BaseFolder:
-        """Resolve ``Inbox/Clients`` style paths; the first segment may be a well-known folder."""
-        head, *rest = [p for p in path.split("/") if p]
-        accessor = _DISTINGUISHED.get(head.strip().lower())
-        folder = getattr(self.account, accessor) if accessor else self.account.msg_folder_root / head
-        for part in rest:
-            folder = folder / part
-        return folder
+    def _folder(self, path: str) -> tuple[BaseFolder, bool]:
+        """The folder at an ``Inbox/Clients`` style path, and whether it is at or under Sent Items.
+
+        The first segment may be a well-known name (no request to tell Sent Items); any other
+        top folder is compared with the mailbox's Sent Items by id, so a localised Sent Items
+        counts too. Resolved once per path and source: the read of a folder reuses it.
+        """
+        if path not in self._folders:
+            head, *rest = [p for p in path.split("/") if p]
+            accessor = _DISTINGUISHED.get(head.strip().lower())
+            top = getattr(self.account, accessor) if accessor else self.account.msg_folder_root / head
+            under_sent = accessor == "sent" if accessor else top.id == self.account.sent.id
+            folder = top
+            for part in rest:
+                folder = folder / part
+            self._folders[path] = (folder, under_sent)
+        return self._folders[path]
 
     def resolve_folders(self, paths: Sequence[str], sent_folders: Sequence[str] = ()) -> list[Folder]:
-        """Each path as a Folder; under Sent Items (by its well-known name) or declared = sent."""
+        """Each path as a Folder: sent when at or under Sent Items, or declared in ``sent_folders``."""
         resolved = []
         with self._call():
             for path in paths:
                 try:
-                    folder = self._folder(path)
+                    folder, under_sent = self._folder(path)
                 except ErrorFolderNotFound as exc:
                     raise SetupProblem(f"folder {path!r} not found in the mailbox: fix the job's folders") from exc
-                resolved.append(Folder(path, folder.id or path, self._under_sent_items(path)
-                                       or is_outbound_folder(path, sent_folders)))
+                resolved.append(Folder(path, folder.id or path, under_sent or is_outbound_folder(path, sent_folders)))
         return resolved
-
-    def _under_sent_items(self, path: str) -> bool:
-        """Whether the path's top folder is the mailbox's Sent Items, whatever it is called.
-
-        A well-known English name decides without a request; any other top folder is
-        compared with Sent Items by id (one GetFolder, cached by exchangelib).
-        """
-        head = next(p for p in path.split("/") if p).strip()
-        accessor = _DISTINGUISHED.get(head.lower())
-        if accessor is not None:
-            return accessor == "sent"
-        return (self.account.msg_folder_root / head).id == self.account.sent.id
 
     # -- extraction -----------------------------------------------------------------
     def read_folder(self, folder: Folder, start: datetime, end: datetime, cursor: str | None) -> FolderRead:
@@ -290,7 +286,7 @@ class EwsMailSource(MailSource):
         field = "datetime_sent" if folder.is_sent else "datetime_received"
 
         def items() -> Iterator[ReadResult]:
-            query = self._folder(folder.path).filter(**{f"{field}__gt": start, f"{field}__lte": end})
+            query = self._folder(folder.path)[0].filter(**{f"{field}__gt": start, f"{field}__lte": end})
             query = query.only(*FIELDS).order_by(field)
             query.page_size = self.page_size
             query.chunk_size = self.page_size
