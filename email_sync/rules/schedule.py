@@ -308,10 +308,6 @@ class SyncWindow:
     def zone(self) -> ZoneInfo:
         return self._tz
 
-    def contains_wall_time(self, day: date, minute_of_day: int) -> bool:
-        """Whether ``minute_of_day`` on local ``day`` is inside the window (start/end inclusive)."""
-        return day.weekday() in self.days and self._start_min <= minute_of_day <= self._end_min
-
     def _wall_to_instant(self, naive: datetime) -> datetime:
         """The UTC instant of a local wall time: first occurrence when ambiguous, the end of
         the gap (the transition instant) when it does not exist."""
@@ -411,13 +407,6 @@ class SyncWindow:
         moment_utc = as_utc(moment)
         return self.previous_run_at_or_before(moment_utc) == moment_utc
 
-    def interval_for_run(self, run_at: datetime) -> tuple[datetime, datetime]:
-        """The data interval ``(previous run, run_at]`` of the run at ``run_at`` (a run time)."""
-        run_utc = as_utc(run_at)
-        if not self.is_run_time(run_utc):
-            raise ValueError(f"{run_at.isoformat()} is not a run time of {self.summary}")
-        return self.previous_run_before(run_utc), run_utc
-
 
 # -- scheduling policy (what the timetable returns) ------------------------------------
 
@@ -443,8 +432,6 @@ def plan_next_run(
     catchup: bool,
     now: datetime,
     lookback_days: int,
-    enabled_at: datetime | None = None,
-    backfill_days: int | None = None,
 ) -> PlannedRun | None:
     """The next run after an automated run that ended at ``last_end`` (None: no run yet).
 
@@ -453,14 +440,14 @@ def plan_next_run(
 
     * ``catchup=False`` (the scheduler for our DAGs):
         - *enable run*: when there is no run yet, or the job was (re-)enabled after the last
-          run (``enabled_at``, else ``earliest``, is later than ``last_end``): one run right
-          away (at ``max(enabled_at, now)``) covering ``(enabled_at − lookback, run]``, never
+          run (``earliest``, the DAG's start date, is later than ``last_end``): one run right
+          away (at ``max(earliest, now)``) covering ``(earliest − lookback, run]``, never
           reaching before the previous run's end nor more than 30 days back.
         - otherwise the next run time after ``last_end``; if that has already passed (the
           scheduler was down), the latest run time that has passed, covering the whole gap
           (never more than 30 days back) — one run, no pile of missed runs.
     * ``catchup=True`` (``airflow backfill create``, or a DAG with catchup): the regular
-      intervals whose start is at or after ``max(earliest, now − backfill_days)``; nothing
+      intervals whose start is at or after ``max(earliest, now − lookback_days)``; nothing
       before that floor is ever returned (the backfill cap), so a range entirely before it
       yields no run at all.
 
@@ -473,13 +460,13 @@ def plan_next_run(
     earliest_utc = as_utc(earliest) if earliest is not None else None
 
     if catchup:
-        cap_days = min(backfill_days if backfill_days is not None else lookback_days, MAX_REACH_DAYS)
+        cap_days = min(lookback_days, MAX_REACH_DAYS)
         floor = now_utc - timedelta(days=cap_days)
         low = floor if earliest_utc is None else max(earliest_utc, floor)
         start = window.next_run_at_or_after(low) if last is None or last < low else last
         end = window.next_run_after(start)
     else:
-        anchor = as_utc(enabled_at) if enabled_at is not None else earliest_utc
+        anchor = earliest_utc
         if anchor is None and last is None:
             anchor = now_utc
         if anchor is not None and (last is None or anchor > last):

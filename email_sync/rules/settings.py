@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import Enum, StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -82,9 +82,9 @@ class Window:
     windows across midnight are rejected at load time rather than guessed at.
     """
 
-    days: tuple[str, ...] = WEEKDAYS[:5]
-    start: str = "00:00"
-    end: str = "24:00"
+    days: tuple[str, ...] = tuple(WEEKDAYS[d] for d in sorted(schedule.DEFAULT_DAYS))
+    start: str = schedule.DEFAULT_START
+    end: str = schedule.DEFAULT_END
 
     @property
     def weekdays(self) -> tuple[int, ...]:
@@ -104,10 +104,10 @@ class JobSettings:
     mode: Mode = Mode.OFF
     source: SourceKind = SourceKind.EWS
     salesforce_user: str | None = None
-    frequency_minutes: int = 120
+    frequency_minutes: int = schedule.DEFAULT_FREQUENCY_MINUTES
     window: Window = Window()
     timezone: str = "UTC"
-    lookback_days: int = 1
+    lookback_days: int = MIN_LOOKBACK_DAYS
     folders: tuple[str, ...] = ("Inbox", "Sent Items")
     activity_type: str | None = None
     record_all_attachments: bool = False
@@ -375,6 +375,9 @@ def zone(name: str) -> ZoneInfo:
 # --- the field tables ---------------------------------------------------------------------
 
 
+_DATACLASS_DEFAULT: Any = object()  # FieldSpec.default until _table fills in the dataclass's
+
+
 class Default(StrEnum):
     """Built-in defaults that are not constants."""
 
@@ -383,84 +386,91 @@ class Default(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
-    """One setting: its built-in default, parser and documentation.
+    """One setting: its parser, documentation and built-in default.
 
-    ``per_job`` settings identify a job (mailbox, Salesforce user): a policy can neither
-    default nor lock them. ``policy_default`` is False where the policy expresses the
-    value elsewhere (the admin exclusion lists live in the ``org:`` section).
+    The default is the settings dataclass's own (:func:`_table` fills it in), so each
+    default is written once; only a default that is not a plain value (the org's time
+    zone) or a required setting (``None``) is given here. ``per_job`` settings identify a
+    job (mailbox, Salesforce user): a policy can neither default nor lock them.
+    ``policy_default`` is False where the policy expresses the value elsewhere (the admin
+    exclusion lists live in the ``org:`` section).
     """
 
     name: str
-    default: Any
     parse: Parser
     doc: str
     per_job: bool = False
     policy_default: bool = True
+    default: Any = _DATACLASS_DEFAULT
 
 
-JOB_FIELDS: dict[str, FieldSpec] = {
-    spec.name: spec
-    for spec in (
-        FieldSpec("mode", Mode.OFF, parse_mode, "off | all | designated"),
-        FieldSpec("mailbox", None, parse_address, "the Exchange mailbox (SMTP address); unique across jobs", per_job=True),
-        FieldSpec("source", SourceKind.EWS, parse_source, "mail source that reads the mailbox: ews"),
+def _table(settings_class: type, *specs: FieldSpec) -> dict[str, FieldSpec]:
+    """The settings table of a dataclass: one spec per field, defaults taken from the class."""
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+                for f in fields(settings_class) if f.default is not MISSING or f.default_factory is not MISSING}
+    table = {s.name: s if s.default is not _DATACLASS_DEFAULT else replace(s, default=defaults[s.name])
+             for s in specs}
+    assert set(table) == {f.name for f in fields(settings_class)}, "one spec per field"
+    return table
+
+
+JOB_FIELDS: dict[str, FieldSpec] = _table(
+    JobSettings,
+        FieldSpec("mode", parse_mode, "off | all | designated"),
+        FieldSpec("mailbox", parse_address, "the Exchange mailbox (SMTP address); unique across jobs", per_job=True, default=None),
+        FieldSpec("source", parse_source, "mail source that reads the mailbox: ews"),
         FieldSpec(
-            "salesforce_user", None, optional(parse_salesforce_user),
+            "salesforce_user", optional(parse_salesforce_user),
             "Task owner: User Id (005…) or username; required unless mode is off", per_job=True,
         ),
         FieldSpec(
-            "frequency_minutes", 120, int_between(MIN_FREQUENCY_MINUTES, MAX_FREQUENCY_MINUTES),
+            "frequency_minutes", int_between(MIN_FREQUENCY_MINUTES, MAX_FREQUENCY_MINUTES),
             "minutes between runs; at least 30 and at least org min_frequency_minutes; at most 1440",
         ),
-        FieldSpec("window", Window(), _parse_window_alone, "days (mon…sun) and start/end HH:MM (end may be 24:00)"),
-        FieldSpec("timezone", Default.ORG_TIMEZONE, parse_timezone, "IANA time zone of the window and dates"),
-        FieldSpec("lookback_days", 1, int_between(MIN_LOOKBACK_DAYS, MAX_LOOKBACK_DAYS), "how far back the first sync / a backfill reaches, 1–30"),
-        FieldSpec("folders", ("Inbox", "Sent Items"), parse_folders, "Exchange folder paths to sync"),
-        FieldSpec("activity_type", None, optional(parse_text), "Task Type picklist value; null = Salesforce default"),
-        FieldSpec("record_all_attachments", False, parse_bool, "upload attachments of every recorded email"),
-        FieldSpec("alternate_email_fields", True, parse_bool, "match on every org email_fields field, not only Email"),
-        FieldSpec("match_objects", (MatchObject.CONTACTS, MatchObject.LEADS), parse_match_objects, "contacts, leads or both"),
-        FieldSpec("owned_records_only", False, parse_bool, "match only records this user owns"),
-        FieldSpec("shared_activities", False, parse_bool, "relate one Task to every matching Contact (max 50)"),
+        FieldSpec("window", _parse_window_alone, "days (mon…sun) and start/end HH:MM (end may be 24:00)"),
+        FieldSpec("timezone", parse_timezone, "IANA time zone of the window and dates", default=Default.ORG_TIMEZONE),
+        FieldSpec("lookback_days", int_between(MIN_LOOKBACK_DAYS, MAX_LOOKBACK_DAYS), "how far back the first sync / a backfill reaches, 1–30"),
+        FieldSpec("folders", parse_folders, "Exchange folder paths to sync"),
+        FieldSpec("activity_type", optional(parse_text), "Task Type picklist value; null = Salesforce default"),
+        FieldSpec("record_all_attachments", parse_bool, "upload attachments of every recorded email"),
+        FieldSpec("alternate_email_fields", parse_bool, "match on every org email_fields field, not only Email"),
+        FieldSpec("match_objects", parse_match_objects, "contacts, leads or both"),
+        FieldSpec("owned_records_only", parse_bool, "match only records this user owns"),
+        FieldSpec("shared_activities", parse_bool, "relate one Task to every matching Contact (max 50)"),
         FieldSpec(
-            "excluded_addresses", (), parse_address_list,
+            "excluded_addresses", parse_address_list,
             "user's own excluded addresses, added to the org list", policy_default=False,
         ),
         FieldSpec(
-            "excluded_domains", (), parse_domain_list,
+            "excluded_domains", parse_domain_list,
             "user's own excluded domains, added to the org list", policy_default=False,
         ),
-    )
-}  # fmt: skip
+)  # fmt: skip
 
 
-ORG_FIELDS: dict[str, FieldSpec] = {
-    spec.name: spec
-    for spec in (
-        FieldSpec("internal_domains", (), parse_domain_list, "the org's own domains (subdomains included)"),
-        FieldSpec("crm_category", "CRM", parse_text, "Exchange category that designates an email and marks it synced"),
-        FieldSpec("do_not_sync_category", "DoNotSync", parse_text, "Exchange category that excludes an email"),
-        FieldSpec("record_address", None, optional(parse_address), "smart address that designates an email"),
-        FieldSpec("do_not_record_address", None, optional(parse_address), "smart address that excludes an email"),
-        FieldSpec("record_attachments_address", None, optional(parse_address), "smart address that records attachments"),
-        FieldSpec("record_attachments_category", "RecordAttachments", optional(parse_text), "category that records attachments"),
-        FieldSpec("excluded_addresses", (), parse_address_list, "admin exclusion list: addresses"),
-        FieldSpec("excluded_domains", (), parse_domain_list, "admin exclusion list: domains (subdomains included)"),
-        FieldSpec("email_fields", {"Contact": ("Email",), "Lead": ("Email",)}, parse_email_fields, "email fields per object"),
-        FieldSpec("sent_folders", ("Sent Items",), parse_folders, "folders whose mail is outbound (and their subfolders)"),
-        FieldSpec("sync_private", False, parse_bool, "sync Private/Confidential emails"),
-        FieldSpec("reply_window_days", 10, int_between(1, MAX_LOOKBACK_DAYS), "days a reply to a recorded email is still recorded"),
-        FieldSpec("default_timezone", "UTC", parse_timezone, "time zone of jobs that set none"),
-        FieldSpec("min_frequency_minutes", MIN_FREQUENCY_MINUTES, int_between(MIN_FREQUENCY_MINUTES, MAX_FREQUENCY_MINUTES), "lowest frequency_minutes a job may use"),
-        FieldSpec("max_shared_relations", MAX_SHARED_RELATIONS, int_between(1, MAX_SHARED_RELATIONS), "most Contacts one Task is related to"),
-        FieldSpec("attachment_max_bytes", 5 * 1024 * 1024, int_between(1, 2 * 1024**3), "largest attachment uploaded, bytes"),
-        FieldSpec("api_reserve", 1000, int_between(0, None), "daily API calls left untouched for other integrations"),
-        FieldSpec("bulk_threshold", 2000, int_between(1, None), "Tasks per run above which Bulk API 2.0 is used"),
-    )
-}  # fmt: skip
+ORG_FIELDS: dict[str, FieldSpec] = _table(
+    OrgSettings,
+        FieldSpec("internal_domains", parse_domain_list, "the org's own domains (subdomains included)"),
+        FieldSpec("crm_category", parse_text, "Exchange category that designates an email and marks it synced"),
+        FieldSpec("do_not_sync_category", parse_text, "Exchange category that excludes an email"),
+        FieldSpec("record_address", optional(parse_address), "smart address that designates an email"),
+        FieldSpec("do_not_record_address", optional(parse_address), "smart address that excludes an email"),
+        FieldSpec("record_attachments_address", optional(parse_address), "smart address that records attachments"),
+        FieldSpec("record_attachments_category", optional(parse_text), "category that records attachments"),
+        FieldSpec("excluded_addresses", parse_address_list, "admin exclusion list: addresses"),
+        FieldSpec("excluded_domains", parse_domain_list, "admin exclusion list: domains (subdomains included)"),
+        FieldSpec("email_fields", parse_email_fields, "email fields per object"),
+        FieldSpec("sent_folders", parse_folders, "folders whose mail is outbound (and their subfolders)"),
+        FieldSpec("sync_private", parse_bool, "sync Private/Confidential emails"),
+        FieldSpec("reply_window_days", int_between(1, MAX_LOOKBACK_DAYS), "days a reply to a recorded email is still recorded"),
+        FieldSpec("default_timezone", parse_timezone, "time zone of jobs that set none"),
+        FieldSpec("min_frequency_minutes", int_between(MIN_FREQUENCY_MINUTES, MAX_FREQUENCY_MINUTES), "lowest frequency_minutes a job may use"),
+        FieldSpec("max_shared_relations", int_between(1, MAX_SHARED_RELATIONS), "most Contacts one Task is related to"),
+        FieldSpec("attachment_max_bytes", int_between(1, 2 * 1024**3), "largest attachment uploaded, bytes"),
+        FieldSpec("api_reserve", int_between(0, None), "daily API calls left untouched for other integrations"),
+        FieldSpec("bulk_threshold", int_between(1, None), "Tasks per run above which Bulk API 2.0 is used"),
+)  # fmt: skip
 
-assert set(ORG_FIELDS) == {f.name for f in fields(OrgSettings)}
-assert set(JOB_FIELDS) == {f.name for f in fields(JobSettings)}
 
 
 def parse_setting(spec: FieldSpec, value: Any, fallback: Any) -> Any:

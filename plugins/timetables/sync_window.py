@@ -10,9 +10,9 @@ The DAG generator passes::
         dag_id=...,
         schedule=SyncWindowTimetable(
             frequency_minutes=job.frequency, days=job.days, start="08:00", end="18:00",
-            timezone=job.timezone, lookback_days=job.lookback_days, enabled_at=job.enabled_at,
+            timezone=job.timezone, lookback_days=job.lookback_days,
         ),
-        start_date=job.enabled_at,   # same instant as enabled_at
+        start_date=...,              # the first run reaches back from here
         catchup=False,               # Airflow 3's default; backfills go through `airflow backfill create`
     )
 """
@@ -33,8 +33,6 @@ from email_sync.rules.schedule import (
     DEFAULT_END,
     DEFAULT_FREQUENCY_MINUTES,
     DEFAULT_START,
-    MAX_LOOKBACK_DAYS,
-    MIN_LOOKBACK_DAYS,
     InvalidSyncWindow,
     SyncWindow,
     format_days,
@@ -61,12 +59,6 @@ def _to_pendulum(moment: datetime) -> pendulum.DateTime:
     return pendulum.instance(moment.astimezone(dt_timezone.utc))
 
 
-def _parse_enabled_at(value: datetime | str | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)
-
-
 class SyncWindowTimetable(Timetable):
     """Runs every ``frequency_minutes`` from ``start`` to ``end`` (inclusive) on ``days`` in
     ``timezone``; each run's data interval is ``(previous run, this run]``.
@@ -76,14 +68,8 @@ class SyncWindowTimetable(Timetable):
     :param start: window start, ``"HH:MM"`` (or ``datetime.time``).
     :param end: window end, ``"HH:MM"`` or ``"24:00"``; must be after ``start``.
     :param timezone: IANA zone of the window (the user's zone).
-    :param lookback_days: 1–30: how far before enabling the first sync reaches, and the
-        default backfill reach.
-    :param enabled_at: when the job was enabled (aware datetime or ISO string); the first run
-        (right away) covers ``(enabled_at − lookback, now]``. Defaults to the DAG's
-        ``start_date``.
-    :param backfill_days: how far back (from now) a backfill may reach, 1–30; defaults to
-        ``lookback_days`` (SPEC §1: lookback is "how far back the first sync (and any
-        backfill) may reach").
+    :param lookback_days: 1–30: how far before the DAG's ``start_date`` (enabling) the first
+        sync reaches, and how far back a backfill may reach.
 
     The constructor accepts anything; :meth:`validate` (called by Airflow when the DAG is
     bagged) raises ``AirflowTimetableInvalid`` naming every invalid setting.
@@ -98,8 +84,6 @@ class SyncWindowTimetable(Timetable):
         end: str | Any = DEFAULT_END,
         timezone: str = "UTC",
         lookback_days: int = 1,
-        enabled_at: datetime | str | None = None,
-        backfill_days: int | None = None,
     ) -> None:
         self.frequency_minutes = frequency_minutes
         self.days = days if isinstance(days, str) else tuple(days)
@@ -107,11 +91,6 @@ class SyncWindowTimetable(Timetable):
         self.end = end
         self.timezone = timezone
         self.lookback_days = lookback_days
-        self.backfill_days = backfill_days
-        try:
-            self.enabled_at = _parse_enabled_at(enabled_at)
-        except (TypeError, ValueError):
-            self.enabled_at = enabled_at  # type: ignore[assignment]  # reported by validate()
 
     # -- validation -------------------------------------------------------------------
     def problems(self) -> list[str]:
@@ -122,30 +101,14 @@ class SyncWindowTimetable(Timetable):
     def _problems(self) -> tuple[str, ...]:
         # Computed once: Airflow validates the timetable when the DAG is built and again when
         # it is bagged, and the factory shares one timetable between DAGs of equal schedule.
-        problems = window_problems(
+        return tuple(window_problems(
             frequency_minutes=self.frequency_minutes,
             days=self.days,
             start=self.start,
             end=self.end,
             timezone=self.timezone,
             lookback_days=self.lookback_days,
-        )
-        if self.backfill_days is not None and (
-            isinstance(self.backfill_days, bool)
-            or not isinstance(self.backfill_days, int)
-            or not MIN_LOOKBACK_DAYS <= self.backfill_days <= MAX_LOOKBACK_DAYS
-        ):
-            problems.append(
-                f"backfill days: must be a whole number from {MIN_LOOKBACK_DAYS} to "
-                f"{MAX_LOOKBACK_DAYS}, got {self.backfill_days!r}"
-            )
-        if self.enabled_at is not None and (
-            not isinstance(self.enabled_at, datetime) or self.enabled_at.utcoffset() is None
-        ):
-            problems.append(
-                f"enabled at: must be a timezone-aware datetime (ISO 8601 with offset), got {self.enabled_at!r}"
-            )
-        return tuple(problems)
+        ))
 
     def validate(self) -> None:
         problems = self.problems()
@@ -193,10 +156,9 @@ class SyncWindowTimetable(Timetable):
             window = self.window
         except InvalidSyncWindow as exc:
             return f"Invalid sync schedule: {exc}"
-        backfill = self.backfill_days if self.backfill_days is not None else self.lookback_days
         return (
             f"{window.description} The first sync after enabling reaches back "
-            f"{self.lookback_days} day(s); backfills reach at most {backfill} day(s) back."
+            f"{self.lookback_days} day(s); backfills reach at most {self.lookback_days} day(s) back."
         )
 
     # -- serialization ----------------------------------------------------------------
@@ -220,8 +182,6 @@ class SyncWindowTimetable(Timetable):
             "end": _time(self.end),
             "timezone": self.timezone,
             "lookback_days": self.lookback_days,
-            "enabled_at": self.enabled_at.isoformat() if isinstance(self.enabled_at, datetime) else None,
-            "backfill_days": self.backfill_days,
         }
 
     @classmethod
@@ -233,8 +193,6 @@ class SyncWindowTimetable(Timetable):
             end=data["end"],
             timezone=data["timezone"],
             lookback_days=data["lookback_days"],
-            enabled_at=data.get("enabled_at"),
-            backfill_days=data.get("backfill_days"),
         )
 
     @functools.cached_property
@@ -270,8 +228,6 @@ class SyncWindowTimetable(Timetable):
             catchup=restriction.catchup,
             now=_utcnow(),
             lookback_days=self.lookback_days,
-            enabled_at=self.enabled_at,
-            backfill_days=self.backfill_days,
         )
         if plan is None:
             return None

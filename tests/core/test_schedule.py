@@ -14,6 +14,7 @@ from email_sync.rules.schedule import (
     MAX_REACH_DAYS,
     InvalidSyncWindow,
     SyncWindow,
+    as_utc,
     format_days,
     manual_interval,
     manual_window,
@@ -36,6 +37,18 @@ SECOND = timedelta(seconds=1)
 
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
+
+
+def _in_window(window: SyncWindow, day: date, minute_of_day: int) -> bool:
+    """Oracle: whether a local wall time is inside the window (start and end inclusive)."""
+    return day.weekday() in window.days and window._start_min <= minute_of_day <= window._end_min
+
+
+def _interval_for_run(window: SyncWindow, run_at: datetime) -> tuple[datetime, datetime]:
+    """The data interval ``(previous run, run_at]`` of a run time (rejects any other instant)."""
+    if not window.is_run_time(run_at):
+        raise ValueError(f"{run_at.isoformat()} is not a run time of {window.summary}")
+    return window.previous_run_before(run_at), as_utc(run_at)
 
 
 def local(window: SyncWindow, moment: datetime) -> datetime:
@@ -110,7 +123,7 @@ def in_gap_of_window(window: SyncWindow, run: datetime) -> bool:
     while wall < gap_end:
         minute = wall.hour * 60 + wall.minute
         for day, m in ((wall.date(), minute), (wall.date() - timedelta(days=1), minute + 1440)):
-            if window.contains_wall_time(day, m) and (m - window._start_min) % window.frequency_minutes == 0:
+            if _in_window(window, day, m) and (m - window._start_min) % window.frequency_minutes == 0:
                 return True
         wall += MINUTE
     return False
@@ -133,7 +146,7 @@ def test_a_year_of_runs(window: SyncWindow, begin: datetime) -> None:
     for run in runs:
         # Strictly increasing, and each interval starts where the previous one ended.
         assert run > previous
-        assert window.interval_for_run(run) == (previous, run)
+        assert _interval_for_run(window, run) == (previous, run)
         assert window.next_run_after(previous) == run
         assert window.previous_run_at_or_before(run) == run
         assert window.is_run_time(run)
@@ -172,7 +185,7 @@ def test_every_instant_belongs_to_exactly_one_interval(
     for offset in offsets:
         received = begin + timedelta(seconds=offset)
         run = window.next_run_at_or_after(received)
-        start, end = window.interval_for_run(run)
+        start, end = _interval_for_run(window, run)
         assert start < received <= end
         # the neighbouring intervals do not contain it
         assert not (window.previous_run_before(start) < received <= start)
@@ -202,7 +215,7 @@ def test_scheduler_chain_catchup_false_is_contiguous_and_never_in_the_past(
     now = begin
     plan = plan_next_run(
         window, last_end=None, earliest=begin, latest=None, catchup=False, now=now,
-        lookback_days=lookback, enabled_at=begin,
+        lookback_days=lookback,
     )
     assert plan is not None
     assert plan.start == begin - timedelta(days=lookback) and plan.end == begin  # the enable run
@@ -211,7 +224,7 @@ def test_scheduler_chain_catchup_false_is_contiguous_and_never_in_the_past(
         now = plan.run_after + delay  # the scheduler creates the run a little late
         following = plan_next_run(
             window, last_end=plan.end, earliest=begin, latest=None, catchup=False, now=now,
-            lookback_days=lookback, enabled_at=begin,
+            lookback_days=lookback,
         )
         assert following is not None
         assert following.start == plan.end, "intervals are contiguous"
@@ -270,7 +283,7 @@ def test_first_run_of_monday_covers_the_weekend() -> None:
     friday_last = utc(2026, 3, 27, 16, 45)  # 17:45 CET
     monday_first = utc(2026, 3, 30, 6, 0)  # 08:00 CEST (DST started on Sunday)
     assert BERLIN_WORKDAYS.next_run_after(friday_last) == monday_first
-    assert BERLIN_WORKDAYS.interval_for_run(monday_first) == (friday_last, monday_first)
+    assert _interval_for_run(BERLIN_WORKDAYS, monday_first) == (friday_last, monday_first)
 
 
 def test_the_window_end_is_inclusive() -> None:
@@ -302,7 +315,7 @@ def test_fall_back_runs_ambiguous_times_once() -> None:
     runs = list(window.iter_runs(utc(2026, 10, 24, 23, 0), utc(2026, 10, 25, 3, 0)))
     walls = [local(window, r).strftime("%H:%M%z") for r in runs]
     assert walls == ["01:30+0200", "02:00+0200", "02:30+0200", "03:00+0100", "03:30+0100", "04:00+0100"]
-    assert window.interval_for_run(utc(2026, 10, 25, 2, 0)) == (utc(2026, 10, 25, 0, 30), utc(2026, 10, 25, 2, 0))
+    assert _interval_for_run(window, utc(2026, 10, 25, 2, 0)) == (utc(2026, 10, 25, 0, 30), utc(2026, 10, 25, 2, 0))
 
 
 def test_lord_howe_half_hour_shift_and_chatham() -> None:
@@ -325,7 +338,7 @@ def test_sao_paulo_midnight_that_did_not_exist() -> None:
 
 def test_interval_for_run_rejects_non_run_times() -> None:
     with pytest.raises(ValueError, match="not a run time"):
-        BERLIN_WORKDAYS.interval_for_run(utc(2026, 3, 30, 6, 1))
+        _interval_for_run(BERLIN_WORKDAYS, utc(2026, 3, 30, 6, 1))
 
 
 def test_naive_datetimes_are_rejected() -> None:
@@ -379,7 +392,7 @@ def test_enable_run_starts_at_enable_time_minus_lookback() -> None:
     enabled = utc(2026, 3, 4, 10, 7)
     plan = plan_next_run(
         BERLIN_WORKDAYS, last_end=None, earliest=enabled, latest=None, catchup=False,
-        now=enabled + timedelta(seconds=20), lookback_days=7, enabled_at=enabled,
+        now=enabled + timedelta(seconds=20), lookback_days=7,
     )
     assert plan is not None
     assert plan.start == enabled - timedelta(days=7)
@@ -387,10 +400,10 @@ def test_enable_run_starts_at_enable_time_minus_lookback() -> None:
     # enabling in the future: the run waits for it
     plan = plan_next_run(
         BERLIN_WORKDAYS, last_end=None, earliest=enabled, latest=None, catchup=False,
-        now=enabled - timedelta(hours=1), lookback_days=1, enabled_at=enabled,
+        now=enabled - timedelta(hours=1), lookback_days=1,
     )
     assert plan == type(plan)(start=enabled - timedelta(days=1), end=enabled)
-    # without enabled_at and start_date, the job runs now with the lookback
+    # without a start_date, the job runs now with the lookback
     now = utc(2026, 3, 4, 10, 7, 30)
     plan = plan_next_run(
         BERLIN_WORKDAYS, last_end=None, earliest=None, latest=None, catchup=False, now=now, lookback_days=2,
@@ -403,7 +416,7 @@ def test_enable_run_never_reaches_more_than_30_days_back() -> None:
     now = utc(2026, 3, 4, 10, 0)
     plan = plan_next_run(
         BERLIN_WORKDAYS, last_end=None, earliest=enabled, latest=None, catchup=False, now=now,
-        lookback_days=30, enabled_at=enabled,
+        lookback_days=30,
     )
     assert plan is not None and plan.start == now - timedelta(days=MAX_REACH_DAYS)
 
@@ -413,12 +426,12 @@ def test_re_enabling_runs_once_and_continues_from_the_last_run() -> None:
     enabled = utc(2026, 3, 2, 12, 0)  # switched off and on again after the last run
     plan = plan_next_run(
         BERLIN_WORKDAYS, last_end=last_end, earliest=enabled, latest=None, catchup=False,
-        now=enabled, lookback_days=3, enabled_at=enabled,
+        now=enabled, lookback_days=3,
     )
     assert plan is not None and (plan.start, plan.end) == (last_end, enabled)
     following = plan_next_run(
         BERLIN_WORKDAYS, last_end=plan.end, earliest=enabled, latest=None, catchup=False,
-        now=enabled, lookback_days=3, enabled_at=enabled,
+        now=enabled, lookback_days=3,
     )
     assert following is not None
     assert (following.start, following.end) == (enabled, BERLIN_WORKDAYS.next_run_after(enabled))
@@ -429,7 +442,7 @@ def test_after_an_outage_one_run_covers_the_gap() -> None:
     now = utc(2026, 3, 4, 10, 10)  # Wed 11:10 CET: the scheduler was down for two days
     plan = plan_next_run(
         BERLIN_WORKDAYS, last_end=last_end, earliest=utc(2026, 1, 1), latest=None, catchup=False,
-        now=now, lookback_days=1, enabled_at=utc(2026, 1, 1),
+        now=now, lookback_days=1,
     )
     assert plan is not None
     assert plan.start == last_end
@@ -452,10 +465,8 @@ def test_backfill_is_capped() -> None:
     plan = plan_next_run(BERLIN_WORKDAYS, last_end=None, earliest=utc(2026, 3, 1), **kwargs)
     assert plan is not None
     assert plan.start == BERLIN_WORKDAYS.next_run_at_or_after(now - timedelta(days=3))
-    # backfill_days overrides the lookback, up to 30 days
-    plan = plan_next_run(BERLIN_WORKDAYS, last_end=None, earliest=utc(2026, 3, 1), backfill_days=30, **kwargs)
-    assert plan is not None and plan.start == BERLIN_WORKDAYS.next_run_at_or_after(utc(2026, 3, 1))
-    plan = plan_next_run(BERLIN_WORKDAYS, last_end=None, earliest=utc(2025, 3, 1), backfill_days=99, **kwargs)
+    # a lookback above 30 days is capped at 30 (validation refuses one, the cap holds anyway)
+    plan = plan_next_run(BERLIN_WORKDAYS, last_end=None, earliest=utc(2025, 3, 1), **{**kwargs, "lookback_days": 99})
     assert plan is not None and plan.start == BERLIN_WORKDAYS.next_run_at_or_after(now - timedelta(days=30))
 
 

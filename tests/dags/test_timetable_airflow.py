@@ -76,8 +76,8 @@ def test_validate_raises_airflow_timetable_invalid() -> None:
     with pytest.raises(AirflowTimetableInvalid, match="across midnight"):
         make_dag(DAG_PREFIX + "invalid", timetable).validate()
     with pytest.raises(AirflowTimetableInvalid) as err:
-        make_timetable(frequency_minutes=10, timezone="Nowhere/City", lookback_days=45, enabled_at="yesterday").validate()
-    for field in ("frequency", "time zone", "lookback days", "enabled at"):
+        make_timetable(frequency_minutes=10, timezone="Nowhere/City", lookback_days=45).validate()
+    for field in ("frequency", "time zone", "lookback days"):
         assert field in str(err.value)
     assert "invalid sync schedule" in make_timetable(start="18:00", end="08:00").summary
     make_timetable().validate()
@@ -111,7 +111,7 @@ def test_dag_serialization_round_trip() -> None:
     from airflow.serialization.serialized_objects import DagSerialization
     from timetables.sync_window import SyncWindowTimetable
 
-    timetable = make_timetable(enabled_at="2026-03-02T09:30:00+00:00", backfill_days=10)
+    timetable = make_timetable(lookback_days=10)
     dag = make_dag(DAG_PREFIX + "serialize", timetable, start_date=pendulum.datetime(2026, 3, 2, 9, 30))
     data = json.loads(json.dumps(DagSerialization.to_dict(dag)))
     encoded = data["dag"]["timetable"]
@@ -121,7 +121,7 @@ def test_dag_serialization_round_trip() -> None:
     restored = DagSerialization.from_dict(data)
     assert type(restored.timetable) is SyncWindowTimetable
     assert restored.timetable == timetable
-    assert restored.timetable.enabled_at == datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+    assert restored.timetable.lookback_days == 10
     assert restored.timetable.summary == timetable.summary
 
 
@@ -133,20 +133,19 @@ def test_dag_serialization_round_trip() -> None:
     length=st.integers(1, 1440),
     zone=st.sampled_from(ZONES),
     lookback=st.integers(1, 30),
-    enabled=st.datetimes(datetime(2018, 1, 1), datetime(2030, 1, 1), timezones=st.just(UTC)),
 )
-def test_timetable_serialize_round_trip_property(frequency, days, start, length, zone, lookback, enabled) -> None:
+def test_timetable_serialize_round_trip_property(frequency, days, start, length, zone, lookback) -> None:
     from timetables.sync_window import SyncWindowTimetable
 
     end = min(start + length, 1440)
     timetable = make_timetable(
         frequency_minutes=frequency, days=sorted(days), start=f"{start // 60:02d}:{start % 60:02d}",
-        end=f"{end // 60:02d}:{end % 60:02d}", timezone=zone, lookback_days=lookback, enabled_at=enabled,
+        end=f"{end // 60:02d}:{end % 60:02d}", timezone=zone, lookback_days=lookback,
     )
     timetable.validate()
     again = SyncWindowTimetable.deserialize(json.loads(json.dumps(timetable.serialize())))
     assert again == timetable and again.summary == timetable.summary
-    assert again.window == timetable.window and again.enabled_at == enabled
+    assert again.window == timetable.window and again.lookback_days == lookback
 
 
 def test_infer_manual_data_interval() -> None:
@@ -275,7 +274,7 @@ def test_scheduler_code_creates_contiguous_runs(register, clock) -> None:
     enabled_at = pendulum.datetime(2026, 3, 27, 15, 20)  # Friday 16:20 CET
     now = enabled_at + timedelta(seconds=30)
     clock(now)
-    timetable = make_timetable(enabled_at=enabled_at, lookback_days=3)
+    timetable = make_timetable(lookback_days=3)
     register(make_dag(dag_id, timetable, start_date=enabled_at))
     window = timetable.window
 
@@ -323,7 +322,7 @@ def test_manual_runs(register) -> None:
 
     dag_id = DAG_PREFIX + "manual"
     enabled_at = pendulum.now("UTC").subtract(days=2)
-    timetable = make_timetable(enabled_at=enabled_at)
+    timetable = make_timetable()
     register(make_dag(dag_id, timetable, start_date=enabled_at))
 
     run = trigger_dag(dag_id, triggered_by=DagRunTriggeredByType.TEST, run_id="sync_now")
@@ -360,7 +359,7 @@ def test_backfill_create_over_3_days(register) -> None:
     window = _backfill_window()
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     enabled_at = now - timedelta(days=10)
-    timetable = make_timetable(**window.to_dict(), lookback_days=5, enabled_at=enabled_at)
+    timetable = make_timetable(**window.to_dict(), lookback_days=5)
     register(make_dag(dag_id, timetable, start_date=enabled_at))
     from_date, to_date = now - timedelta(days=3), now
 
@@ -392,13 +391,13 @@ def test_backfill_create_over_3_days(register) -> None:
 
 
 def test_backfill_is_capped_at_the_lookback(register) -> None:
-    """Backfills never reach before now − backfill_days (default: lookback_days)."""
+    """Backfills never reach before now − lookback_days."""
     from airflow.models.backfill import NoBackfillRunsToCreate, ReprocessBehavior, _create_backfill
 
     dag_id = DAG_PREFIX + "capped"
     window = _backfill_window(frozenset(range(7)))
     now = datetime.now(UTC)
-    timetable = make_timetable(**window.to_dict(), lookback_days=2, enabled_at=now - timedelta(days=40))
+    timetable = make_timetable(**window.to_dict(), lookback_days=2)
     register(make_dag(dag_id, timetable, start_date=now - timedelta(days=40)))
 
     def create(from_date: datetime, to_date: datetime):
