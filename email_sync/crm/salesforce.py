@@ -126,7 +126,7 @@ class SalesforceCrm:
                  max_attempts: int = 5, backoff_base: float = 0.5, backoff_max: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None,
                  timeout: float | tuple[float, float] | None = (15.0, 300.0),
-                 bulk_poll_max_seconds: float = 10.0, bulk_timeout: float = 3600.0) -> None:
+                 bulk_poll_max_seconds: float = 10.0, bulk_timeout: float = 3600.0, reserve: int = 0) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._sf = sf
@@ -142,6 +142,7 @@ class SalesforceCrm:
         self._rng = rng or random.Random()
         self._usage: tuple[int, int] | None = None
         self.calls = 0
+        self.reserve = reserve
 
     # -- reading ------------------------------------------------------------------------------
     def query(self, statement: str) -> list[dict[str, Any]]:
@@ -483,6 +484,7 @@ class SalesforceCrm:
         attempt = 0
         while True:
             attempt += 1
+            self._guard_reserve(label)
             self.calls += 1
             try:
                 response = self._sf.session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
@@ -542,18 +544,27 @@ class SalesforceCrm:
             return min(max(retry_after, 0.0), self.backoff_max)
         return self._rng.uniform(0.0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
 
+    def _guard_reserve(self, label: str) -> None:
+        """Refuse a request that would spend into the reserve, by the latest usage Salesforce reported.
+
+        :meth:`check_budget` estimates a step's cost up front from what an earlier step saw;
+        other integrations spend the same allowance meanwhile, so every request checks the
+        ``Sforce-Limit-Info`` of the last answer again.
+        """
+        if self.reserve and self._usage is not None:
+            used, maximum = self._usage
+            if maximum - used <= self.reserve:
+                raise BudgetExhausted(
+                    f"{label}: Salesforce daily API allowance: {maximum - used} of {maximum} calls left, and "
+                    f"{self.reserve} are kept in reserve for other integrations. The sync resumes when the "
+                    "allowance recovers (rolling 24 hours) or the reserve is lowered.")
+
     def _note_usage(self, response: requests.Response) -> None:
         info = response.headers.get("Sforce-Limit-Info")
         match = re.search(r"(?:^|[^-])api-usage=(\d+)/(\d+)", info or "")
         if match is None:
             return
         self._usage = (int(match.group(1)), int(match.group(2)))
-        parse = getattr(self._sf, "parse_api_usage", None)
-        if parse is not None:  # keep simple-salesforce's view (hook.last_api_usage) current too
-            try:
-                self._sf.api_usage = parse(info)
-            except Exception:  # noqa: BLE001 - bookkeeping only
-                pass
 
 
 # -- helpers -----------------------------------------------------------------------------------

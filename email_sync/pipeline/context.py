@@ -6,15 +6,20 @@ ledger and remember Salesforce's API usage between steps. Nothing here talks to 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import shutil
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from email_sync.crm.base import Crm
+from email_sync.errors import TransientError
 from email_sync.rules.keys import email_identity, message_key
 from email_sync.rules.models import MailItem
 from email_sync.rules.settings import JobSettings, OrgSettings
@@ -27,6 +32,13 @@ STAGING_RETENTION = timedelta(days=7)  # staged files of failed runs are pruned 
 # steps of a run so the budget check costs no extra call; minutes old at most.
 API_USAGE_CACHE = "salesforce:api_usage"
 API_USAGE_TTL = timedelta(minutes=15)
+# The job's lease: held by the step that writes (insert, upload, finish) and renewed by a
+# heartbeat while it runs, so a holder that died frees the job within LEASE_TTL; another run
+# waits up to LEASE_WAIT for it, then fails the step as transient (Airflow retries it).
+LEASE_TTL = timedelta(seconds=60)
+LEASE_WAIT = timedelta(minutes=15)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +99,38 @@ def remember_usage(client: Crm, store: StateStore) -> None:
 
 def ints(counts: Counter[str]) -> dict[str, int]:
     return {k: int(v) for k, v in sorted(counts.items())}
+
+
+@contextlib.contextmanager
+def job_lease(ctx: RunContext, store: StateStore, *, wait: timedelta = LEASE_WAIT,
+              poll_seconds: float = 1.0) -> Iterator[None]:
+    """Write a job's objects as its only writer: two runs of one job never interleave their writes.
+
+    Airflow runs two runs of one DAG at once (a backfill beside the schedule, Sync Now during a
+    scheduled run); each writing step takes the job's lease first, so the second waits, then
+    sees what the first confirmed. The holder is the run, so a retry of the same run's step
+    takes over at once; a holder that died loses the lease when its heartbeat stops.
+    """
+    deadline = time.monotonic() + wait.total_seconds()
+    while (other := store.take_lease(ctx.job_id, ctx.run_id, LEASE_TTL)) is not None:
+        if time.monotonic() > deadline:
+            raise TransientError(f"job {ctx.job_id}: run {other} is still writing this job's objects")
+        log.info("job %s: waiting for run %s to finish writing", ctx.job_id, other)
+        time.sleep(poll_seconds)
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(LEASE_TTL.total_seconds() / 3):
+            try:
+                store.take_lease(ctx.job_id, ctx.run_id, LEASE_TTL)
+            except TransientError as exc:  # the next beat tries again; the step itself goes on
+                log.warning("job %s: lease not renewed: %s", ctx.job_id, exc)
+
+    beat = threading.Thread(target=heartbeat, name=f"lease-{ctx.job_id}", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        store.release_lease(ctx.job_id, ctx.run_id)

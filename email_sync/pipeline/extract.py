@@ -40,14 +40,19 @@ def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
     """
     store.create_schema()
     watermark = store.watermark(ctx.job_id)
+    clamped = watermark is not None and watermark > now
+    if clamped:  # written by a worker whose clock ran ahead: every later window would be empty
+        log.warning("job %s: watermark %s is in the future; syncing from now", ctx.job_id, watermark)
+        watermark = now
     start, end = run_window(interval, watermark, now, ctx.settings.lookback_days)
     store.start_run(ctx.job_id, ctx.run_id, start, end)
-    window = {"start": start.isoformat(), "end": end.isoformat(), "cursors": {}}
+    window = {"start": start.isoformat(), "end": end.isoformat(), "cursors": {}, "watermark_clamped": clamped}
     if ctx.settings.mode is Mode.OFF:
         log.info("job %s is off: nothing to extract", ctx.job_id)
         write_json(ctx.path("window.json"), window)
         write_mail(ctx.path("mail.parquet"), [])
-        return {"window_start": window["start"], "window_end": window["end"], "extracted": 0}
+        return {"window_start": window["start"], "window_end": window["end"], "extracted": 0,
+                "watermark_clamped": clamped}
 
     mailbox = source()
     kind = mailbox.kind
@@ -55,8 +60,10 @@ def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
     cursors = store.cursors(ctx.job_id, kind) if incremental else {}
     folders = mailbox.resolve_folders(ctx.settings.folders, ctx.org.sent_folders)
     by_path = {f.path: f for f in folders}
-    retry_refs = [(item_id, by_path[folder]) for _, item_id, folder in store.retryable(ctx.job_id, MAX_ATTEMPTS)
-                  if folder in by_path]  # a folder no longer configured is no longer synced
+    retryable = [(key, item_id, folder) for key, item_id, folder in store.retryable(ctx.job_id, MAX_ATTEMPTS)
+                 if folder in by_path]  # a folder no longer configured is no longer synced
+    retry_refs = [(item_id, by_path[folder]) for _, item_id, folder in retryable]
+    store.count_attempt(ctx.job_id, [key for key, _, _ in retryable])
     seen: set[str] = set()
     counts: Counter[str] = Counter()
     unreadable: list[Outcome] = []
@@ -91,7 +98,7 @@ def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
     log.info("job %s: window (%s, %s]: %d emails, %d retried, %d unreadable", ctx.job_id, start, end,
              counts["extracted"], counts["retried"], counts["unreadable"])
     return {"window_start": window["start"], "window_end": window["end"], **ints(counts),
-            "source": kind, "source_requests": dict(mailbox.requests)}
+            "watermark_clamped": clamped, "source": kind, "source_requests": dict(mailbox.requests)}
 
 
 def _unreadable_key(result: Unreadable) -> str:

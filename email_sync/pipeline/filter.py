@@ -25,8 +25,10 @@ def filter_mail(ctx: RunContext, store: StateStore, now: datetime) -> dict[str, 
     Replies: an inbound reply is recognised against emails this job recorded in the last
     ``reply_window_days`` (the ledger) *and* against emails of this same batch that are
     candidates themselves, so a thread that starts and is answered within one window works.
-    Emails whose Tasks all exist are ``already_recorded``; if a file of theirs is still
-    missing they go on as files-only candidates.
+    An email is ``already_recorded`` only when it is complete: its Tasks exist with every
+    relation and every selected file is confirmed. Files still missing → a files-only
+    candidate (no lookup again); a Task or relation still owed → a full candidate, matched
+    and completed by the next steps.
     """
     rules = compile_rules(ctx.settings, ctx.org)
     mail = ctx.path("mail.parquet")
@@ -53,25 +55,30 @@ def filter_mail(ctx: RunContext, store: StateStore, now: datetime) -> dict[str, 
 
     ledger = ledger_by_message(store, ctx.job_id, [k for k, d in decisions.items() if d.record])
     files = _uploaded_files(store, ctx.job_id, ledger)
-    done = {k for k, d in decisions.items()
-            if d.record and ledger.get(k) and all(r.state == "created" for r in ledger[k])}
-    pending_files = _pending_files(mail, decisions, done, files, ctx.org)
+    # Tasks and relations all confirmed: what remains owed, if anything, is files.
+    related = {k for k, d in decisions.items()
+               if d.record and ledger.get(k) and all(r.state == "created" and r.relations_ok for r in ledger[k])}
+    pending_files = _pending_files(mail, decisions, related, files, ctx.org)
     candidates, outcomes = [], []
     reasons: Counter[str] = Counter()
+    files_done: dict[str, bool] = {}
     for key, decision in decisions.items():
-        if key in done:
+        if key in related:
             if not pending_files.get(key):
+                if not all(r.files_ok for r in ledger[key]):
+                    files_done[key] = True  # every selected file is confirmed after all
                 decision = replace(decision, reason=SkipReason.ALREADY_RECORDED)
             else:
                 part_one = next(r.task_id for r in ledger[key] if r.part == 1)
                 candidates.append(encode_candidate(key, item_ids[key], decision, task_id=part_one))
                 reasons["files_only"] += 1
                 continue
-        if decision.record:
+        if decision.record:  # new, or a Task or relation still owed: matched and completed again
             candidates.append(encode_candidate(key, item_ids[key], decision))
         else:
             reasons[decision.reason.value] += 1
             outcomes.append(Outcome(key, "skipped", decision.reason.value, decision.detail))
+    store.mark_files(ctx.job_id, files_done)
     write_jsonl(ctx.path("candidates.jsonl"), candidates)
     store.record_outcomes(ctx.job_id, ctx.run_id, outcomes)
     return {"candidates": len(candidates), "replies": sum(1 for c in candidates if c["is_reply"]),
@@ -87,7 +94,7 @@ def _referenced_ids(item: MailItem) -> Iterator[str]:
 
 def _pending_files(mail: Path, decisions: dict[str, Decision], done: set[str], uploaded: dict[str, set[str]],
                    org: OrgSettings) -> dict[str, int]:
-    """For emails whose Tasks all exist: how many of their files are still to upload."""
+    """For emails whose Tasks and relations all exist: how many of their files are still to upload."""
     if not done:
         return {}
     pending: dict[str, int] = {}
@@ -100,7 +107,7 @@ def _pending_files(mail: Path, decisions: dict[str, Decision], done: set[str], u
 
 
 def _uploaded_files(store: StateStore, job_id: str, ledger: dict[str, list[LedgerRow]]) -> dict[str, set[str]]:
-    recorded = [k for k, rows in ledger.items() if all(r.state == "created" for r in rows)]
+    recorded = [k for k, rows in ledger.items() if all(r.state == "created" and r.relations_ok for r in rows)]
     files: dict[str, set[str]] = {}
     for row in store.files(job_id, recorded) if recorded else []:
         if row.state == "uploaded":

@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from email_sync.pipeline.context import RunContext, prune_staging
+from email_sync.pipeline.context import RunContext, job_lease, prune_staging
 from email_sync.pipeline.staging import read_json, read_mail
 from email_sync.rules.models import MailItem
+from email_sync.rules.schedule import MAX_REACH_DAYS
 from email_sync.sources.base import CategoryTarget, Folder, MailSource
 from email_sync.store.state_store import StateStore
 
@@ -21,8 +22,16 @@ def finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
 
     Items recorded by earlier runs whose category write failed are retried here too. The
     folder cursors staged by extract are saved only here, when the run ends well, together
-    with the watermark: a failed run leaves both where they were.
+    with the watermark: a failed run leaves both where they were. The summary says what
+    Salesforce refused this run and what the job still owes (``incomplete``, by kind, within
+    the 30-day reach): later runs complete those before new mail.
     """
+    with job_lease(ctx, store):
+        return _finish(ctx, source, store, step_counts)
+
+
+def _finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
+            step_counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     window = read_json(ctx.path("window.json"))
     unmarked = store.unmarked(ctx.job_id)
     marked = 0
@@ -58,16 +67,26 @@ def finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
         "attachments_too_large": step_counts.get("match", {}).get("attachments_attachment_too_large", 0),
         "categories_written": marked,
         "salesforce_calls": sum(c.get("salesforce_calls", 0) for c in step_counts.values()),
+        "refused": {"tasks": step_counts.get("insert", {}).get("tasks_failed", 0),
+                    "relations": step_counts.get("insert", {}).get("relations_failed", 0),
+                    "files": step_counts.get("upload", {}).get("files_failed", 0)
+                    + step_counts.get("upload", {}).get("files_given_up", 0)},
+        "incomplete": store.incomplete(ctx.job_id, datetime.fromisoformat(window["end"]) - timedelta(days=MAX_REACH_DAYS)),
     }
     by_operation: Counter[str] = Counter(requests)
     for counts in step_counts.values():  # each step reports the requests of its own source
         by_operation.update(counts.get("source_requests") or {})
+    summary["watermark_clamped"] = bool(window.get("watermark_clamped"))
     summary["source"] = ctx.settings.source.value
     summary["source_requests"] = sum(by_operation.values())
     summary["source_requests_by_operation"] = dict(sorted(by_operation.items()))
     store.finish_run(ctx.job_id, ctx.run_id, "success", summary)
     store.save_cursors(ctx.job_id, ctx.settings.source.value, window.get("cursors", {}), ctx.run_id)
-    store.advance_watermark(ctx.job_id, datetime.fromisoformat(window["end"]), ctx.run_id)
+    through = datetime.fromisoformat(window["end"])
+    if summary["watermark_clamped"]:
+        store.set_watermark(ctx.job_id, through, ctx.run_id)
+    else:
+        store.advance_watermark(ctx.job_id, through, ctx.run_id)
     shutil.rmtree(ctx.staging, ignore_errors=True)
     prune_staging(ctx.staging_root / ctx.job_id)
     return summary
@@ -83,4 +102,8 @@ def format_summary(job_id: str, summary: dict[str, Any]) -> str:
         lines.append(f"  {name:<22}{summary.get(name, 0):>8}")
     for reason, n in summary.get("skipped", {}).items():
         lines.append(f"  skipped {reason:<14}{n:>8}")
+    for heading in ("refused", "incomplete"):
+        for kind, n in summary.get(heading, {}).items():
+            if n:
+                lines.append(f"  {heading} {kind:<{21 - len(heading)}}{n:>8}")
     return "\n".join(lines)

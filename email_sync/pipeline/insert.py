@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from email_sync.crm.base import Crm
-from email_sync.pipeline.context import API_USAGE_CACHE, RunContext, ledger_by_message, remember_usage
+from email_sync.pipeline.context import API_USAGE_CACHE, RunContext, job_lease, ledger_by_message, remember_usage
 from email_sync.pipeline.staging import read_jsonl
 from email_sync.store.state_store import LedgerClaim, Outcome, StateStore
 
@@ -17,19 +17,34 @@ log = logging.getLogger(__name__)
 
 
 def insert_tasks(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> dict[str, Any]:
-    """Upsert the Tasks by their idempotency key, then their TaskRelations.
+    """Upsert the Tasks by their idempotency key, then confirm every TaskRelation.
 
-    Every Task is claimed in the ledger before it is sent; Salesforce's external-id upsert
-    makes a re-send (after a crash between Salesforce's answer and our ledger write)
-    update the same Task instead of creating a second one. Per-record errors are stored per
-    email with Salesforce's message; the rest of the batch goes on.
+    Under the job's lease. Every Task is claimed in the ledger before it is sent;
+    Salesforce's external-id upsert makes a re-send (after a crash between Salesforce's
+    answer and our ledger write) update the same Task instead of creating a second one. A
+    Task counts as done only with all its relations: one created earlier whose relations
+    were never confirmed (a crash, a refusal) has them checked and completed here. A Task
+    this upsert created has none yet; any other (it existed already: an earlier attempt, a
+    lost state store) is checked against Salesforce first. Refusals are stored per email
+    with Salesforce's code and message; the rest goes on, and later runs retry the email.
     """
     rows = [r for r in _without_fields(ctx.path("tasks.jsonl")) if r["tasks"]]
-    ledger = ledger_by_message(store, ctx.job_id, [r["message_key"] for r in rows])
-    done = {l.idempotency_key: l.task_id for ls in ledger.values() for l in ls if l.state == "created"}
+    if not rows:
+        return {"tasks_created": 0, "tasks_existing": 0, "salesforce_calls": 0}
+    with job_lease(ctx, store):
+        return _insert(ctx, crm, store, rows)
+
+
+def _insert(ctx: RunContext, crm: Callable[[], Crm], store: StateStore, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ledger = {l.idempotency_key: l for ls in ledger_by_message(store, ctx.job_id, [r["message_key"] for r in rows]).values()
+              for l in ls}
+    done = {k: l.task_id for k, l in ledger.items() if l.state == "created"}
     pending = [(r, t) for r in rows for t in r["tasks"] if t["key"] not in done]
-    if not pending:
-        _record_results(ctx, store, rows, done, {})
+    # Tasks that exist but whose relations were never confirmed: checked, then completed.
+    unrelated = {t["key"]: t["related"][1:] for r in rows for t in r["tasks"]
+                 if t["key"] in done and not ledger[t["key"]].relations_ok}
+    if not pending and not unrelated:
+        _record_results(ctx, store, rows, {k: done[k] for k in done}, {}, {})
         return {"tasks_created": 0, "tasks_existing": len(done), "salesforce_calls": 0}
 
     client = crm()
@@ -38,36 +53,45 @@ def insert_tasks(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> 
                         store.cache_get(API_USAGE_CACHE))
     store.claim(ctx.job_id, ctx.run_id, [
         LedgerClaim(t["key"], r["message_key"], r["item_id"], r["folder"], t["part"], t["parts"],
-                    datetime.fromisoformat(r["email_at"]))
+                    datetime.fromisoformat(r["email_at"]), relations_owed=bool(t["related"][1:]),
+                    files_owed=bool(r["files"]))
         for r, t in pending
     ])
-    results = client.upsert_tasks(_staged_task_fields(ctx.path("tasks.jsonl"), done))
-    created = {res.key: res.id for res in results if res.ok}
+    results = client.upsert_tasks(_staged_task_fields(ctx.path("tasks.jsonl"), done)) if pending else []
+    created = {res.key: (res.id, res.created) for res in results if res.ok}
     failed = {res.key: (res.error_code or "UNKNOWN", res.error_message or "") for res in results if not res.ok}
-    store.mark_created(created)
+    store.mark_created(created, ctx.run_id)
     store.mark_failed(failed)
 
-    # A Task created just now has no relations yet; one that already existed (an earlier
-    # attempt got through) may have some, so only those are checked before inserting.
-    fresh, existing = {}, {}
+    fresh: dict[str, list[str]] = {}  # Task id → Contacts to relate; created just now: none exist yet
+    existing: dict[str, list[str]] = {done[k]: related for k, related in unrelated.items() if related}
+    key_of = {done[k]: k for k in unrelated}
     for (_, task), res in zip(pending, results, strict=True):
         related = task["related"][1:]  # the WhoId is the first relation already
         if res.ok and related:
             (fresh if res.created else existing)[res.id] = related
+            key_of[res.id] = task["key"]
     relation_results = []
     if fresh:
         relation_results += client.ensure_task_relations(fresh, check_existing=False)
     if existing:
         relation_results += client.ensure_task_relations(existing, check_existing=True)
+    refused: dict[str, tuple[str, str]] = {}
+    for res in relation_results:
+        if not res.ok:
+            refused.setdefault(key_of[res.key.split(":", 1)[0]], (res.error_code or "UNKNOWN", res.error_message or ""))
+    store.mark_relations({**{key_of[t]: refused.get(key_of[t]) for t in (*fresh, *existing)},
+                          **{k: None for k in unrelated if not unrelated[k]}})
 
-    _record_results(ctx, store, rows, {**done, **created}, failed)
+    _record_results(ctx, store, rows, {**done, **{k: v[0] for k, v in created.items()}}, failed, refused)
     remember_usage(client, store)
     counts = {
         "tasks_created": sum(1 for r in results if r.ok and r.created),
         "tasks_updated": sum(1 for r in results if r.ok and not r.created),
         "tasks_existing": len(done),
         "tasks_failed": len(failed),
-        "relations_created": sum(1 for r in relation_results if r.ok),
+        "relations_created": sum(1 for r in relation_results if r.ok and r.created),
+        "relations_existing": sum(1 for r in relation_results if r.ok and not r.created),
         "relations_failed": sum(1 for r in relation_results if not r.ok),
         "salesforce_calls": client.calls,
     }
@@ -96,15 +120,16 @@ def _without_fields(path: Path) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def _record_results(ctx: RunContext, store: StateStore, rows: list[dict[str, Any]],
-                    created: dict[str, str], failed: dict[str, tuple[str, str]]) -> None:
+def _record_results(ctx: RunContext, store: StateStore, rows: list[dict[str, Any]], created: dict[str, str],
+                    failed: dict[str, tuple[str, str]], refused: dict[str, tuple[str, str]]) -> None:
+    """Each email's outcome so far: recorded when its Tasks exist with their relations."""
     outcomes = []
     for row in rows:
         keys = [t["key"] for t in row["tasks"]]
-        errors = [failed[k] for k in keys if k in failed]
-        if all(k in created for k in keys):
-            outcomes.append(Outcome(row["message_key"], "recorded", None, f"{len(keys)} task(s)"))
-        elif errors:
+        errors = [failed.get(k) or refused.get(k) for k in keys if k in failed or k in refused]
+        if errors:
             code, message = errors[0]
             outcomes.append(Outcome(row["message_key"], "failed", code, message))
+        elif all(k in created for k in keys):
+            outcomes.append(Outcome(row["message_key"], "recorded", None, f"{len(keys)} task(s)"))
     store.record_outcomes(ctx.job_id, ctx.run_id, outcomes)

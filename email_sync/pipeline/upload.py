@@ -8,10 +8,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from email_sync.crm.base import Crm, FileUpload
-from email_sync.pipeline.context import API_USAGE_CACHE, RunContext, ints, ledger_by_message, remember_usage
+from email_sync.pipeline.context import (
+    API_USAGE_CACHE,
+    MAX_ATTEMPTS,
+    RunContext,
+    ints,
+    job_lease,
+    ledger_by_message,
+    remember_usage,
+)
 from email_sync.pipeline.staging import read_jsonl
 from email_sync.sources.base import MailSource
-from email_sync.store.state_store import StateStore
+from email_sync.store.state_store import Outcome, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -23,29 +31,51 @@ def upload_attachments(ctx: RunContext, source: Callable[[], MailSource], crm: C
                        store: StateStore) -> dict[str, Any]:
     """Upload each recorded email's selected attachments, linked to its (first) Task.
 
-    Files travel in batches of at most ``UPLOAD_BATCH_BYTES`` (one mail-source read and
-    one Salesforce call per batch), so memory holds one batch, never a run's attachments.
-    A file is claimed before its upload; a claim left by a crashed attempt is reconciled
-    against the Task's files in Salesforce (same name and size) before anything is sent again.
+    Under the job's lease. Files travel in batches of at most ``UPLOAD_BATCH_BYTES`` (one
+    mail-source read and one Salesforce call per batch), so memory holds one batch, never a
+    run's attachments. Salesforce is the source of truth for what exists: a file is sent
+    without a look-up only when this run's upsert created its Task and nothing was sent for
+    it before; any other file not confirmed in the state store (a claim left by a crash, a
+    Task that already existed, a lost or restored state store) is first looked for on its
+    Task (same name and size, one query per 200 Tasks). A file Salesforce refuses or the
+    mailbox cannot serve costs that file alone: it is reported with its email and reason and
+    tried again by later runs, up to ``MAX_ATTEMPTS``.
     """
     rows = [{"message_key": r["message_key"], "files": r["files"]}  # not the Tasks' fields: memory
             for r in read_jsonl(ctx.path("tasks.jsonl")) if r["files"]]
     if not rows:
         return {"files_uploaded": 0, "salesforce_calls": 0}
+    with job_lease(ctx, store):
+        return _upload(ctx, source, crm, store, rows)
+
+
+def _upload(ctx: RunContext, source: Callable[[], MailSource], crm: Callable[[], Crm], store: StateStore,
+            rows: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [r["message_key"] for r in rows]
     ledger = ledger_by_message(store, ctx.job_id, keys)
     state = {(f.message_key, f.attachment_key): f for f in store.files(ctx.job_id, keys)}
-    work = []  # (row, file, task_id)
+    work = []  # (row, file, task_id, look it up first)
+    owed: dict[str, set[str]] = {}  # message key → attachment keys not confirmed yet
+    given_up = 0
     for row in rows:
         part_one = next((l for l in ledger.get(row["message_key"], ()) if l.part == 1 and l.state == "created"), None)
         if part_one is None:
             continue  # the Task failed: its files go up when a later run records it
+        fresh = part_one.created_run_id == ctx.run_id
         for file in row["files"]:
             known = state.get((row["message_key"], file["key"]))
-            if known is None or known.state != "uploaded":
-                work.append((row, file, part_one.task_id, known is not None))
+            if known is not None and known.state == "uploaded":
+                continue
+            owed.setdefault(row["message_key"], set()).add(file["key"])
+            if known is not None and known.state == "failed" and known.attempts >= MAX_ATTEMPTS:
+                given_up += 1  # reported as failed, never tried again
+                continue
+            work.append((row, file, part_one.task_id, known is not None or not fresh))
+    done_rows = {r["message_key"] for r in rows if any(l.state == "created" for l in ledger.get(r["message_key"], ()))}
     if not work:
-        return {"files_uploaded": 0, "files_existing": sum(len(r["files"]) for r in rows), "salesforce_calls": 0}
+        store.mark_files(ctx.job_id, {k: k not in owed for k in done_rows})
+        return {"files_uploaded": 0, "files_given_up": given_up,
+                "files_existing": sum(len(r["files"]) for r in rows), "salesforce_calls": 0}
 
     client = crm()
     client.check_budget(1 + len(work) // UPLOAD_BATCH_FILES, ctx.org.api_reserve, store.cache_get(API_USAGE_CACHE))
@@ -54,36 +84,47 @@ def upload_attachments(ctx: RunContext, source: Callable[[], MailSource], crm: C
                                     for r, f, t, _ in work if f["key"] in reconciled])
     todo = [(r, f, t) for r, f, t, _ in work if f["key"] not in reconciled]
     store.claim_files(ctx.job_id, [(r["message_key"], f["key"], t) for r, f, t in todo])
+    confirmed = set(reconciled)
+    failures: dict[str, tuple[str, str]] = {}  # message key → (reason code, what failed)
+    counts: Counter[str] = Counter(files_reconciled=len(reconciled), files_given_up=given_up)
     mailbox = source()
-    counts: Counter[str] = Counter(files_reconciled=len(reconciled))
     for batch in _upload_batches(todo, UPLOAD_BATCH_BYTES, UPLOAD_BATCH_FILES):
-        counts.update(_upload_batch(ctx, mailbox, client, store, batch))
+        counts.update(_upload_batch(ctx, mailbox, client, store, batch, confirmed, failures))
+    store.mark_files(ctx.job_id, {k: not (owed.get(k, set()) - confirmed) for k in done_rows})
+    store.record_outcomes(ctx.job_id, ctx.run_id, [Outcome(k, "failed", code, detail)
+                                                   for k, (code, detail) in failures.items()])
     remember_usage(client, store)
     return {**ints(counts), "salesforce_calls": client.calls, "source_requests": dict(mailbox.requests)}
 
 
 def _upload_batch(ctx: RunContext, mailbox: MailSource, client: Crm, store: StateStore,
-                  batch: list[tuple[dict[str, Any], dict[str, Any], str]]) -> Counter[str]:
+                  batch: list[tuple[dict[str, Any], dict[str, Any], str]], confirmed: set[str],
+                  failures: dict[str, tuple[str, str]]) -> Counter[str]:
     """One mail-source read and one Salesforce call for a batch of files; their counts.
 
-    A function of its own so the batch's contents are freed when it returns: held by a loop
-    variable, they would stay alive while the next batch is read, two batches at once.
+    Confirmed attachment keys are added to ``confirmed``, each failed file's email to
+    ``failures``. A function of its own so the batch's contents are freed when it returns:
+    held by a loop variable, they would stay alive while the next batch is read.
     """
     contents = mailbox.attachment_contents([f["attachment_id"] for _, f, _ in batch])
-    uploads, unreadable = [], 0
+    uploads, unserved = [], []
     for (row, file, task_id), content in zip(batch, contents, strict=True):
-        if isinstance(content, Exception):
-            unreadable += 1  # stays claimed: the next attempt reads it again
+        if isinstance(content, Exception):  # moved, deleted, corrupt: this file alone fails
+            unserved.append((row["message_key"], file["key"], f"attachment_unavailable:{type(content).__name__}"))
             continue
         uploads.append((row, FileUpload(file["key"], task_id, file["name"], content, file["content_type"])))
     del contents
-    results = client.upload_files([u for _, u in uploads])
+    results = client.upload_files([u for _, u in uploads]) if uploads else []
     store.record_files(ctx.job_id, [(row["message_key"], u.key, u.task_id, res.id)
                                     for (row, u), res in zip(uploads, results, strict=True) if res.ok])
-    for refused in (r for r in results if not r.ok):
-        log.warning("job %s: Salesforce refused a file: %s", ctx.job_id, refused.error_code)
-    return Counter(files_uploaded=sum(1 for r in results if r.ok),
-                   files_failed=sum(1 for r in results if not r.ok) + unreadable)
+    confirmed.update(u.key for (_, u), res in zip(uploads, results, strict=True) if res.ok)
+    refused = [(row["message_key"], u.key, res.error_code or "UNKNOWN")
+               for (row, u), res in zip(uploads, results, strict=True) if not res.ok]
+    store.fail_files(ctx.job_id, [*unserved, *refused])
+    for message_key, _, code in [*unserved, *refused]:
+        failures.setdefault(message_key, (code, "a file of this email was not uploaded"))
+        log.warning("job %s: a file was not uploaded: %s", ctx.job_id, code)
+    return Counter(files_uploaded=sum(1 for r in results if r.ok), files_failed=len(unserved) + len(refused))
 
 
 def _upload_batches(todo: list[Any], max_bytes: int, max_files: int) -> Iterator[list[Any]]:
@@ -102,7 +143,7 @@ def _upload_batches(todo: list[Any], max_bytes: int, max_files: int) -> Iterator
 
 
 def _reconcile_files(client: Crm, claimed: list[tuple[dict[str, Any], dict[str, Any], str, bool]]) -> dict[str, str]:
-    """attachment key → ContentVersion id for claimed files Salesforce already has."""
+    """attachment key → ContentVersion id for the files Salesforce already has on their Tasks."""
     if not claimed:
         return {}
     found = client.find_files(sorted({t for _, _, t, _ in claimed}))

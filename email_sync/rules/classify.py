@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from email_sync.rules.addresses import DomainSet, message_ids_in, normalize_address
+from email_sync.rules.addresses import DomainSet, message_ids_in, normalize_address, normalize_message_id
 from email_sync.rules.keys import email_identity, message_key
 from email_sync.rules.models import Address, Direction, MailItem
 from email_sync.rules.settings import JobSettings, Mode, OrgSettings
@@ -211,7 +211,8 @@ def _malformed_detail(
     recipients: tuple[str, ...],
     email_at: datetime | None,
 ) -> str:
-    if email_identity(item) is None:
+    if email_identity(item) is None or (normalize_message_id(item.message_id) is None
+                                        and normalize_message_id(item.item_id) is None):
         return "no Message-ID or item id"
     if email_at is None:
         return "no sent/received time"

@@ -9,8 +9,9 @@ and Salesforce's external-id field then refuse a second copy.
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC
 
-from email_sync.rules.addresses import normalize_message_id
+from email_sync.rules.addresses import normalize_address, normalize_message_id
 from email_sync.rules.models import MailItem
 
 # Task field that carries the key. Define it as Text(40), External ID, Unique.
@@ -45,13 +46,25 @@ def message_key(message_id: str) -> str:
 
 
 def email_identity(item: MailItem) -> str | None:
-    """The id an email's keys are built from: its Message-ID, else its source item id.
+    """The id an email's keys are built from: its Message-ID, else one made from its content.
 
-    None when neither is usable; classification then skips the email as malformed.
+    An email without a Message-ID gets ``<hash@no-message-id.email-sync>`` from what stays
+    the same wherever the email is and whichever source reads it: sender, sent time,
+    subject and recipients. (The source's item id would change with a move between folders
+    and differs between EWS and Graph, so a backfill after a move would record it again.)
+    The item id is the last resort, for an email without sender and sent time. None when
+    nothing identifies it; classification then skips it as malformed.
     """
-    for candidate in (item.message_id, item.item_id):
-        if normalize_message_id(candidate) is not None:
-            return candidate
+    if normalize_message_id(item.message_id) is not None:
+        return item.message_id
+    sender = normalize_address(item.sender.email) if item.sender else None
+    if sender or item.sent_at is not None:
+        recipients = sorted(filter(None, (normalize_address(a.email) for a in item.recipients)))
+        sent = item.sent_at.astimezone(UTC).isoformat(timespec="seconds") if item.sent_at else ""
+        text = _SEP.join((sender or "", sent, item.subject or "", *recipients))
+        return f"<{hashlib.sha256(text.encode('utf-8')).hexdigest()[:32]}@no-message-id.email-sync>"
+    if normalize_message_id(item.item_id) is not None:
+        return item.item_id
     return None
 
 

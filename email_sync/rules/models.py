@@ -47,9 +47,9 @@ class MailItem:
     """One email as extracted from a mail folder.
 
     ``item_id`` is the source's stable id (EWS ItemId or Graph immutable id); it is what
-    the category write-back uses. ``message_id`` is the RFC 5322 Message-ID, the identity
-    used for idempotency keys and reply detection (falls back to ``item_id`` when a
-    message has none). Datetimes are timezone-aware (UTC). ``in_sent_folder`` is the
+    the category write-back uses. ``message_id`` is the RFC 5322 Message-ID ("" when the
+    message has none), the identity used for idempotency keys and reply detection
+    (``email_sync.rules.keys.email_identity`` makes one for a message without). Datetimes are timezone-aware (UTC). ``in_sent_folder`` is the
     source's decision that the item's folder holds outbound mail
     (:class:`email_sync.sources.base.Folder`).
     """

@@ -411,7 +411,7 @@ def to_mail_item(message: Any, folder: Folder) -> MailItem:
     return MailItem(
         item_id=message.id,
         change_key=message.changekey,
-        message_id=message.message_id or message.id,
+        message_id=message.message_id or "",
         folder=folder.path,
         in_sent_folder=folder.is_sent,
         subject=message.subject or "",

@@ -102,7 +102,7 @@ class EmailSyncOperator(BaseOperator):
             from hooks.salesforce import SalesforceSessionHook
 
             sf = SalesforceSessionHook(salesforce_conn_id=self.salesforce_conn_id).get_conn()
-            return SalesforceCrm(sf, bulk_threshold=ctx.org.bulk_threshold)
+            return SalesforceCrm(sf, bulk_threshold=ctx.org.bulk_threshold, reserve=ctx.org.api_reserve)
 
         return build
 

@@ -206,11 +206,15 @@ def test_outbound_folders(folder: str, outbound_: bool) -> None:
     assert is_outbound_folder(folder, ["sent items"]) is outbound_
 
 
-def test_unusable_message_id_falls_back_to_item_id() -> None:
+def test_unusable_message_id_gets_an_identity_from_the_email_not_the_item() -> None:
     from email_sync.rules.keys import email_identity
 
     rules = compile_rules(SETTINGS, ORG)
-    assert email_identity(inbound(message_id="<>")) == "AAMk-1"
+    identity = email_identity(inbound(message_id="<>"))
+    assert identity is not None and identity.endswith("@no-message-id.email-sync>")
+    assert email_identity(inbound(message_id="<>", item_id="AAMk-moved")) == identity  # a move keeps it
+    assert email_identity(inbound(message_id="<>", subject="Other")) != identity
+    assert email_identity(replace(inbound(message_id="<>"), sender=None, sent_at=None)) == "AAMk-1"
     assert classify(inbound(message_id="<>"), rules).record
     assert classify(inbound(message_id="<>", item_id=" "), rules).reason is SkipReason.MALFORMED
 

@@ -186,9 +186,13 @@ def test_keys_are_deterministic_and_distinct() -> None:
         message_key("  ")
 
 
-def test_task_key_uses_item_id_without_message_id() -> None:
+def test_task_key_without_message_id_survives_a_move() -> None:
+    """Defect: the key was built from the source's item id, which a move changes (a backfill then
+    recorded the email a second time)."""
     [task] = build(item(message_id="")).tasks
-    assert task.idempotency_key == idempotency_key("alice", "AAMk-1", 1)
+    [moved] = build(item(message_id="", item_id="AAMk-moved", folder="Inbox/Clients")).tasks
+    assert task.idempotency_key == moved.idempotency_key
+    assert task.idempotency_key != idempotency_key("alice", "AAMk-1", 1)
 
 
 # --- attachments --------------------------------------------------------------------------------

@@ -224,6 +224,7 @@ class FakeOrg:
     files: list[dict[str, Any]] = field(default_factory=list)
     refused_tasks: dict[str, tuple[str, str]] = field(default_factory=dict)  # key → (code, message)
     refused_files: dict[str, tuple[str, str]] = field(default_factory=dict)  # attachment key → (code, message)
+    refused_relations: dict[str, tuple[str, str]] = field(default_factory=dict)  # contact id → (code, message)
     failures: dict[str, list[tuple[BaseException, bool]]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -240,6 +241,10 @@ class FakeOrg:
 
     def refuse_file(self, attachment_key: str, code: str, message: str) -> None:
         self.refused_files[attachment_key] = (code, message)
+
+    def refuse_relation(self, contact_id: str, code: str, message: str) -> None:
+        """Answer every TaskRelation to this Contact with a per-record error."""
+        self.refused_relations[contact_id] = (code, message)
 
     def fail_next(self, method: str, error: BaseException, *, applied: bool = False) -> None:
         """Make the next call of ``method`` raise ``error``; ``applied``: after doing its work
@@ -366,6 +371,10 @@ class FakeCrm:
             found = self.org.relations.get((task_id, contact_id))
             if found is not None:
                 results.append(RecordResult(f"{task_id}:{contact_id}", found, False))
+                continue
+            if contact_id in self.org.refused_relations:
+                code, message = self.org.refused_relations[contact_id]
+                results.append(RecordResult(f"{task_id}:{contact_id}", None, False, code, message))
                 continue
             self.org.relations[(task_id, contact_id)] = self.org.new_id("0RT")
             results.append(RecordResult(f"{task_id}:{contact_id}", self.org.relations[(task_id, contact_id)], True))

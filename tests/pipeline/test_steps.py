@@ -492,15 +492,23 @@ def test_an_attachment_the_source_cannot_serve_fails_alone_and_goes_up_later(mak
     assert counts["files_uploaded"] == 2
     assert counts["files_failed"] == 1
     assert sorted(f["PathOnClient"] for f in world.org.files) == ["att-1.pdf", "att-3.pdf"]
-    states = {f.attachment_key: f.state for f in world.store.files(JOB, [message_key("<m1@client.com>")])}
-    assert states[attachment_key("<m1@client.com>", "att-2.pdf", 20)] == "claimed"
+    states = {f.attachment_key: (f.state, f.error_code)
+              for f in world.store.files(JOB, [message_key("<m1@client.com>")])}
+    assert states[attachment_key("<m1@client.com>", "att-2.pdf", 20)] == ("failed", "attachment_unavailable:OSError")
+    failed = [o for o in world.store.outcomes(JOB, RUN1) if o.outcome == "failed"]
+    assert [(o.message_key, o.reason) for o in failed] == [(message_key("<m1@client.com>"), "attachment_unavailable:OSError")]
+    (row,) = world.store.ledger(JOB, [message_key("<m1@client.com>")])
+    assert not row.files_ok  # the email is owed a file: later runs re-read it
+    assert [key for key, _, _ in world.store.retryable(JOB, 5)] == [message_key("<m1@client.com>")]
 
     world.mailbox.attachments["att-2"] = content(20)  # the server serves it again
     again = upload_attachments(world.ctx(RUN1), world.sources, world.crms, world.store)
 
     assert again["files_uploaded"] == 1 and again.get("files_failed", 0) == 0
     assert sorted(f["PathOnClient"] for f in world.org.files) == ["att-1.pdf", "att-2.pdf", "att-3.pdf"]
-    assert len(world.org.calls_to("find_files")) == 1  # the claimed file was looked for before re-sending
+    assert len(world.org.calls_to("find_files")) == 1  # the failed file was looked for before re-sending
+    (row,) = world.store.ledger(JOB, [message_key("<m1@client.com>")])
+    assert row.files_ok and world.store.retryable(JOB, 5) == []
 
 
 # == 6. finish ====================================================================================

@@ -530,3 +530,18 @@ def test_budget_guard():
         with pytest.raises(BudgetExhausted):
             crm.check_budget(1, reserve=0)
         assert crm.calls == 2
+
+
+def test_no_request_spends_into_the_reserve_by_the_latest_usage_seen():
+    """Defect: the reserve was checked once per step against usage cached up to 15 minutes old,
+    so a step (or other integrations meanwhile) spent into it. Every request now checks the
+    Sforce-Limit-Info of the last answer."""
+    with SalesforceSandbox({"org": {"daily_api_max": 100}}) as sb:
+        sb.reset_api_usage(88)
+        crm, _ = make_crm(sb, reserve=10)
+        crm.check_budget(1, reserve=10, known=(50, 100))  # a stale cached view lets the step start
+        crm.query("SELECT Id FROM Contact")  # 11 left after this answer
+        crm.query("SELECT Id FROM Contact")  # 10 left: the reserve is reached
+        with pytest.raises(BudgetExhausted, match="10 of 100 calls left, and 10 are kept in reserve"):
+            crm.upsert_tasks([task(key("reserve"))])
+        assert crm.calls == 2 and sb.api_usage == 90  # refused before anything was sent

@@ -400,10 +400,16 @@ def test_mail_item_fields(source_world):
     assert "Here it is" in reply.body and not reply.body_is_html
 
 
-def test_message_without_message_id_falls_back_to_item_id(source_world):
+def test_message_without_message_id_has_an_identity_that_survives_a_move(source_world):
+    from email_sync.rules.keys import email_identity
+
     entry = mail("x", T0 + timedelta(minutes=1))
     del entry["message_id"]
     item_id = source_world.add_message("Inbox", **entry)
+    copy_id = source_world.add_message("Inbox/Clients", **entry)  # the same email, filed elsewhere
     (item,), _ = read_all(source_world.source, folder_of(source_world, "Inbox"), T0, T0 + timedelta(hours=1))
-    assert item.item_id == item_id
-    assert item.message_id == item_id
+    (moved,), _ = read_all(source_world.source, folder_of(source_world, "Inbox/Clients"), T0, T0 + timedelta(hours=1))
+    assert (item.item_id, moved.item_id) == (item_id, copy_id) and item_id != copy_id
+    assert item.message_id == moved.message_id == ""
+    assert email_identity(item) == email_identity(moved)  # keys do not depend on where it is
+    assert email_identity(item).endswith("@no-message-id.email-sync>")

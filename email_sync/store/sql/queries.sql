@@ -13,6 +13,14 @@ ON CONFLICT (job_id) DO UPDATE SET
     updated_at = excluded.updated_at
 WHERE sync_watermark.synced_through < excluded.synced_through;
 
+-- name: set_watermark
+INSERT INTO sync_watermark (job_id, synced_through, last_run_id, updated_at)
+VALUES (:job_id, :synced_through, :run_id, :now)
+ON CONFLICT (job_id) DO UPDATE SET
+    synced_through = excluded.synced_through,
+    last_run_id = excluded.last_run_id,
+    updated_at = excluded.updated_at;
+
 -- name: get_cursors
 SELECT folder, cursor FROM sync_cursor WHERE job_id = :job_id AND source = :source;
 
@@ -27,19 +35,34 @@ ON CONFLICT (job_id, folder) DO UPDATE SET
 
 -- name: claim
 INSERT INTO sync_ledger (idempotency_key, job_id, message_key, item_id, folder, part, parts,
-                         state, attempts, run_id, email_at, updated_at)
+                         state, attempts, run_id, email_at, updated_at, relations_ok, files_ok)
 VALUES (:idempotency_key, :job_id, :message_key, :item_id, :folder, :part, :parts,
-        'claimed', 1, :run_id, :email_at, :now)
+        'claimed', 1, :run_id, :email_at, :now, :relations_ok, :files_ok)
 ON CONFLICT (idempotency_key) DO UPDATE SET
-    attempts = sync_ledger.attempts + 1,
     run_id = excluded.run_id,
     updated_at = excluded.updated_at,
+    relations_ok = CASE WHEN sync_ledger.state = 'created' THEN sync_ledger.relations_ok ELSE excluded.relations_ok END,
+    files_ok = CASE WHEN sync_ledger.state = 'created' THEN sync_ledger.files_ok ELSE excluded.files_ok END,
     state = CASE WHEN sync_ledger.state = 'created' THEN 'created' ELSE 'claimed' END;
 
 -- name: mark_created
 UPDATE sync_ledger SET state = 'created', task_id = :task_id, error_code = NULL,
-       error_message = NULL, updated_at = :now
+       error_message = NULL, updated_at = :now,
+       created_run_id = COALESCE(created_run_id, :created_run_id)
 WHERE idempotency_key = :idempotency_key;
+
+-- name: mark_relations
+UPDATE sync_ledger SET relations_ok = :ok, error_code = :error_code, error_message = :error_message,
+       updated_at = :now
+WHERE idempotency_key = :idempotency_key;
+
+-- name: mark_files
+UPDATE sync_ledger SET files_ok = :ok, updated_at = :now
+WHERE job_id = :job_id AND message_key = :message_key;
+
+-- name: count_attempt
+UPDATE sync_ledger SET attempts = attempts + 1, updated_at = :now
+WHERE job_id = :job_id AND message_key = :message_key;
 
 -- name: mark_failed
 UPDATE sync_ledger SET state = 'failed', error_code = :error_code, error_message = :error_message,
@@ -51,7 +74,8 @@ UPDATE sync_ledger SET category_marked = 1, updated_at = :now
 WHERE job_id = :job_id AND message_key = :message_key;
 
 -- name: ledger_for_messages
-SELECT idempotency_key, message_key, part, state, task_id, attempts, category_marked
+SELECT idempotency_key, message_key, part, state, task_id, attempts, category_marked, relations_ok,
+       files_ok, created_run_id, error_code, error_message
 FROM sync_ledger WHERE job_id = :job_id AND message_key IN :message_keys;
 
 -- name: recorded_since
@@ -61,25 +85,41 @@ GROUP BY message_key;
 
 -- name: retryable
 SELECT DISTINCT message_key, item_id, folder FROM sync_ledger
-WHERE job_id = :job_id AND state IN ('failed', 'claimed') AND attempts < :max_attempts;
+WHERE job_id = :job_id AND attempts < :max_attempts
+  AND (state IN ('failed', 'claimed') OR relations_ok = 0 OR files_ok = 0);
+
+-- name: incomplete
+SELECT message_key, state, relations_ok, files_ok, category_marked, attempts FROM sync_ledger
+WHERE job_id = :job_id AND email_at >= :since
+  AND (state <> 'created' OR relations_ok = 0 OR files_ok = 0 OR category_marked = 0);
 
 -- name: unmarked
 SELECT DISTINCT message_key, item_id FROM sync_ledger
 WHERE job_id = :job_id AND state = 'created' AND category_marked = 0;
 
 -- name: files_for_messages
-SELECT message_key, attachment_key, state, content_version_id, linked_task_id
+SELECT message_key, attachment_key, state, content_version_id, linked_task_id, attempts, error_code
 FROM sync_file WHERE job_id = :job_id AND message_key IN :message_keys;
 
 -- name: claim_file
-INSERT INTO sync_file (job_id, message_key, attachment_key, state, linked_task_id, updated_at)
-VALUES (:job_id, :message_key, :attachment_key, 'claimed', :task_id, :now)
-ON CONFLICT (job_id, message_key, attachment_key) DO NOTHING;
+INSERT INTO sync_file (job_id, message_key, attachment_key, state, linked_task_id, attempts, updated_at)
+VALUES (:job_id, :message_key, :attachment_key, 'claimed', :task_id, 1, :now)
+ON CONFLICT (job_id, message_key, attachment_key) DO UPDATE SET
+    state = CASE WHEN sync_file.state = 'uploaded' THEN 'uploaded' ELSE 'claimed' END,
+    attempts = sync_file.attempts + 1, linked_task_id = excluded.linked_task_id, updated_at = excluded.updated_at;
+
+-- name: fail_file
+UPDATE sync_file SET state = 'failed', error_code = :error_code, updated_at = :now
+WHERE job_id = :job_id AND message_key = :message_key AND attachment_key = :attachment_key
+  AND state <> 'uploaded';
 
 -- name: record_file
-UPDATE sync_file SET state = 'uploaded', content_version_id = :content_version_id,
-       linked_task_id = :task_id, updated_at = :now
-WHERE job_id = :job_id AND message_key = :message_key AND attachment_key = :attachment_key;
+INSERT INTO sync_file (job_id, message_key, attachment_key, state, content_version_id, linked_task_id,
+                       attempts, updated_at)
+VALUES (:job_id, :message_key, :attachment_key, 'uploaded', :content_version_id, :task_id, 1, :now)
+ON CONFLICT (job_id, message_key, attachment_key) DO UPDATE SET
+    state = 'uploaded', content_version_id = excluded.content_version_id,
+    linked_task_id = excluded.linked_task_id, error_code = NULL, updated_at = excluded.updated_at;
 
 -- name: record_outcome
 INSERT INTO sync_outcome (run_id, job_id, message_key, outcome, reason, detail, created_at)
@@ -113,6 +153,17 @@ SELECT r.job_id, r.run_id, r.interval_start, r.interval_end, r.status, r.counts,
 FROM sync_run r
 WHERE r.started_at = (SELECT MAX(r2.started_at) FROM sync_run r2 WHERE r2.job_id = r.job_id)
 ORDER BY r.job_id;
+
+-- name: take_lease
+INSERT INTO sync_lease (job_id, holder, expires_at) VALUES (:job_id, :holder, :expires_at)
+ON CONFLICT (job_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE sync_lease.holder = excluded.holder OR sync_lease.expires_at < :now;
+
+-- name: lease_holder
+SELECT holder, expires_at FROM sync_lease WHERE job_id = :job_id;
+
+-- name: release_lease
+DELETE FROM sync_lease WHERE job_id = :job_id AND holder = :holder;
 
 -- name: cache_get
 SELECT value FROM sync_cache WHERE cache_key = :cache_key AND expires_at > :now;

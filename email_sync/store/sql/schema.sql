@@ -41,19 +41,26 @@ CREATE TABLE IF NOT EXISTS sync_ledger (
     run_id          VARCHAR(250),
     email_at        VARCHAR(32)  NOT NULL,  -- sent/received time: reply detection window
     updated_at      VARCHAR(32)  NOT NULL,
-    category_marked INTEGER      NOT NULL DEFAULT 0
+    category_marked INTEGER      NOT NULL DEFAULT 0,
+    relations_ok    INTEGER      NOT NULL DEFAULT 1,  -- every TaskRelation of this Task confirmed
+    files_ok        INTEGER      NOT NULL DEFAULT 1,  -- every selected file of the email confirmed
+    created_run_id  VARCHAR(250)                      -- the run whose upsert created the Task
 );
 CREATE INDEX IF NOT EXISTS ix_sync_ledger_message ON sync_ledger (job_id, message_key);
 CREATE INDEX IF NOT EXISTS ix_sync_ledger_state ON sync_ledger (job_id, state);
 
 -- Files uploaded for an email's attachments (ContentVersion with FirstPublishLocationId = the
--- Task, which links it). A row is *claimed* before the upload is sent and *uploaded* once
--- Salesforce confirmed it. A claimed row is reconciled against Salesforce by the next attempt.
+-- Task, which links it). A row is *claimed* before the upload is sent, *uploaded* once
+-- Salesforce confirmed it, *failed* when Salesforce refused it or the mailbox could not serve
+-- it. A claimed row is reconciled against Salesforce by the next attempt (under the job's lease
+-- no other run holds a claim).
 CREATE TABLE IF NOT EXISTS sync_file (
     job_id              VARCHAR(100) NOT NULL,
     message_key         VARCHAR(64)  NOT NULL,
     attachment_key      VARCHAR(64)  NOT NULL,
-    state               VARCHAR(16)  NOT NULL,  -- claimed | uploaded
+    state               VARCHAR(16)  NOT NULL,  -- claimed | uploaded | failed
+    attempts            INTEGER      NOT NULL DEFAULT 0,
+    error_code          VARCHAR(64),
     content_version_id  VARCHAR(18),
     linked_task_id      VARCHAR(18),
     updated_at          VARCHAR(32)  NOT NULL,
@@ -82,6 +89,14 @@ CREATE TABLE IF NOT EXISTS sync_run (
     started_at     VARCHAR(32)  NOT NULL,
     finished_at    VARCHAR(32),
     PRIMARY KEY (job_id, run_id)
+);
+
+-- One writer per job at a time: the steps that write (insert, upload, finish) hold the job's
+-- lease, and a holder that died loses it when it expires.
+CREATE TABLE IF NOT EXISTS sync_lease (
+    job_id      VARCHAR(100) PRIMARY KEY,
+    holder      VARCHAR(250) NOT NULL,
+    expires_at  VARCHAR(32)  NOT NULL
 );
 
 -- Small cache for Salesforce metadata that rarely changes (describe field lengths, owner ids).
