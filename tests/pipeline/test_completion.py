@@ -31,7 +31,6 @@ from tests.pipeline.test_steps import (
     content,
     job_settings,
     key_of,
-    make_world,  # noqa: F401  (fixture)
     outbound,
 )
 
