@@ -181,10 +181,13 @@ class SalesforceCrm:
         return rows
 
     def describe_fields(self, sobject: str) -> list[dict[str, Any]]:
-        """``[{name, length, byteLength, externalId, type}]`` of an object (one call; the caller caches)."""
+        """``[{name, length, byteLength, externalId, type}]`` of an object, plus ``picklist`` (the active
+        values) for a picklist field (one call; the caller caches)."""
         name = api_name(sobject)
         body = self._send("GET", f"sobjects/{name}/describe", label=f"describe {name}", idempotent=True).json()
-        return [{k: f.get(k) for k in ("name", "length", "byteLength", "externalId", "type")}
+        return [{**{k: f.get(k) for k in ("name", "length", "byteLength", "externalId", "type")},
+                 **({"picklist": [v["value"] for v in f["picklistValues"] if v.get("active", True)]}
+                    if f.get("picklistValues") else {})}
                 for f in body.get("fields", ())]
 
     def user_id(self, user: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import shutil
 import threading
@@ -27,7 +28,9 @@ from email_sync.store.state_store import LedgerRow, StateStore
 
 MAX_ATTEMPTS = 5  # an email whose Task Salesforce keeps refusing is retried by this many runs
 METADATA_TTL = timedelta(hours=24)  # describe and owner ids are cached this long
-STAGING_RETENTION = timedelta(days=7)  # staged files of failed runs are pruned after this
+# Staged mail of a run that ended without cleaning up (its worker was killed on its last try)
+# is pruned by the job's next finished run after this; a run that fails cleans up itself.
+STAGING_RETENTION = timedelta(days=1)
 # The daily API usage the last Salesforce answer reported (Sforce-Limit-Info), shared by the
 # steps of a run so the budget check costs no extra call; minutes old at most.
 API_USAGE_CACHE = "salesforce:api_usage"
@@ -56,7 +59,16 @@ class RunContext:
         return self.staging_root / self.job_id / safe_name(self.run_id)
 
     def path(self, name: str) -> Path:
+        """A staged file of this run; its directories exist and only their owner can enter them."""
+        for directory in (self.staging_root, self.staging_root / self.job_id, self.staging):
+            directory.mkdir(mode=0o700, exist_ok=True)
+            if directory.stat().st_uid == os.getuid() and directory.stat().st_mode & 0o077:
+                directory.chmod(0o700)  # made by an older version, or by a umask that let others in
         return self.staging / name
+
+    def discard_staging(self) -> None:
+        """Delete what this run staged (mail content at rest) once no retry can use it."""
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def safe_name(run_id: str) -> str:

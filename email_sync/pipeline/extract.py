@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from email_sync.errors import SetupProblem
 from email_sync.pipeline.context import MAX_ATTEMPTS, RunContext, ints, item_key
 from email_sync.pipeline.staging import write_json, write_mail
 from email_sync.rules.classify import SkipReason
@@ -36,7 +37,9 @@ def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
     each folder from its cursor and stages the new cursors in ``window.json`` for the last
     step to save; a backfill (a window the watermark already passed) reads its interval
     alone and moves no cursor. Unreadable items become ``malformed`` outcomes; the same
-    message seen twice (Inbox and Sent Items) is staged once.
+    message seen twice (Inbox and Sent Items) is staged once. A configured folder that does
+    not exist does not stop the others: they are synced, and the last step fails the run
+    naming the missing folder.
     """
     store.create_schema()
     watermark = store.watermark(ctx.job_id)
@@ -58,7 +61,7 @@ def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
     kind = mailbox.kind
     incremental = watermark is None or end > watermark
     cursors = store.cursors(ctx.job_id, kind) if incremental else {}
-    folders = mailbox.resolve_folders(ctx.settings.folders, ctx.org.sent_folders)
+    folders, missing = _resolve(mailbox, ctx)
     by_path = {f.path: f for f in folders}
     retryable = [(key, item_id, folder) for key, item_id, folder in store.retryable(ctx.job_id, MAX_ATTEMPTS)
                  if folder in by_path]  # a folder no longer configured is no longer synced
@@ -93,12 +96,25 @@ def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
 
     write_mail(ctx.path("mail.parquet"), staged())
     window["cursors"] = new_cursors
+    window["missing_folders"] = missing
     write_json(ctx.path("window.json"), window)
     store.record_outcomes(ctx.job_id, ctx.run_id, unreadable)
     log.info("job %s: window (%s, %s]: %d emails, %d retried, %d unreadable", ctx.job_id, start, end,
              counts["extracted"], counts["retried"], counts["unreadable"])
     return {"window_start": window["start"], "window_end": window["end"], **ints(counts),
             "watermark_clamped": clamped, "source": kind, "source_requests": dict(mailbox.requests)}
+
+
+def _resolve(mailbox: MailSource, ctx: RunContext) -> tuple[list[Folder], list[str]]:
+    """The job's folders that exist, and the paths that do not (the run syncs the others first)."""
+    folders, missing = [], []
+    for path in ctx.settings.folders:
+        try:
+            folders.extend(mailbox.resolve_folders([path], ctx.org.sent_folders))
+        except SetupProblem:
+            log.error("job %s: folder %r not found in the mailbox", ctx.job_id, path)
+            missing.append(path)
+    return folders, missing
 
 
 def _unreadable_key(result: Unreadable) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from email_sync.errors import SetupProblem
 from email_sync.pipeline.context import RunContext, job_lease, prune_staging
 from email_sync.pipeline.staging import read_json, read_mail
 from email_sync.rules.models import MailItem
@@ -80,15 +80,20 @@ def _finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
     summary["source"] = ctx.settings.source.value
     summary["source_requests"] = sum(by_operation.values())
     summary["source_requests_by_operation"] = dict(sorted(by_operation.items()))
-    store.finish_run(ctx.job_id, ctx.run_id, "success", summary)
+    summary["missing_folders"] = window.get("missing_folders", [])
+    store.finish_run(ctx.job_id, ctx.run_id, "failed" if summary["missing_folders"] else "success", summary)
     store.save_cursors(ctx.job_id, ctx.settings.source.value, window.get("cursors", {}), ctx.run_id)
     through = datetime.fromisoformat(window["end"])
     if summary["watermark_clamped"]:
         store.set_watermark(ctx.job_id, through, ctx.run_id)
     else:
         store.advance_watermark(ctx.job_id, through, ctx.run_id)
-    shutil.rmtree(ctx.staging, ignore_errors=True)
+    ctx.discard_staging()
     prune_staging(ctx.staging_root / ctx.job_id)
+    if summary["missing_folders"]:
+        raise SetupProblem(f"job {ctx.job_id!r}: field 'folders': {', '.join(map(repr, summary['missing_folders']))} "
+                           "not found in the mailbox; the job's other folders were synced. Fix the folder path "
+                           "(Inbox/Clients style, as the mailbox shows it).")
     return summary
 
 

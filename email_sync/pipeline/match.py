@@ -27,6 +27,8 @@ from email_sync.rules.tasks import build_tasks, field_limits_from_describe
 from email_sync.rules.text import FieldLimit
 from email_sync.store.state_store import Outcome, StateStore
 
+DESCRIBE_CACHE = "describe:Task:v2"  # v2: with the Type picklist
+
 
 def match(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> dict[str, Any]:
     """Look up every candidate's participants in batched SOQL; build the Tasks to write.
@@ -41,7 +43,7 @@ def match(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> dict[st
         return {"matched": 0, "salesforce_calls": 0}
     client = crm()
     owner_id = _owner_id(ctx, client, store) if to_match else ""
-    limits = _task_limits(client, store) if to_match else {}
+    limits = _task_limits(ctx, client, store) if to_match else {}
 
     index = RecordIndex(())
     addresses = lookup_addresses(to_match.values())
@@ -114,13 +116,23 @@ def _owner_id(ctx: RunContext, client: Crm, store: StateStore) -> str:
     return owner
 
 
-def _task_limits(client: Crm, store: StateStore) -> dict[str, FieldLimit]:
-    """Task field sizes from describe (cached); refuses an org without the external-id field."""
-    fields = store.cache_get("describe:Task")
+def _task_limits(ctx: RunContext, client: Crm, store: StateStore) -> dict[str, FieldLimit]:
+    """Task field sizes from describe (cached); refuses what would fail every record later.
+
+    An org without the external-id field, or a job whose ``activity_type`` is not a value of
+    the Task ``Type`` picklist, is a setup problem: found before anything is sent, instead of
+    every email failing per record.
+    """
+    fields = store.cache_get(DESCRIBE_CACHE)
     if fields is None:
-        fields = [{k: f.get(k) for k in ("name", "length", "byteLength", "externalId")}
+        fields = [{k: f[k] for k in ("name", "length", "byteLength", "externalId", "picklist") if k in f}
                   for f in client.describe_fields("Task")]
-        store.cache_put("describe:Task", fields, METADATA_TTL)
+        store.cache_put(DESCRIBE_CACHE, fields, METADATA_TTL)
     if not any(f["name"] == IDEMPOTENCY_FIELD and f.get("externalId") for f in fields):
         raise SetupProblem(missing_key_field_message("describe lists no such external-id field"))
+    activity_type = ctx.settings.activity_type
+    values = next((f.get("picklist") for f in fields if f["name"] == "Type"), None)
+    if activity_type is not None and values and activity_type not in values:
+        raise SetupProblem(f"job {ctx.job_id!r}: field 'activity_type': value {activity_type!r} is not a value of the "
+                           f"Task Type picklist ({', '.join(map(repr, values))}); use one of them or leave it unset")
     return field_limits_from_describe({"fields": fields})

@@ -112,8 +112,13 @@ class EmailSyncOperator(BaseOperator):
             counts = self.run_step(ctx, context)
         except PermanentError as exc:
             # Retrying cannot help: fail the run at once with nothing marked done (the ledger
-            # holds only claims, the watermark does not move; the next run starts from there).
+            # holds only what is owed, the watermark does not move; the next run starts there).
+            ctx.discard_staging()
             raise AirflowFailException(f"email sync {self.job_id}, step {self.step}: {exc}") from exc
+        except Exception:
+            if context["ti"].try_number > self.retries:  # the last try: no retry will read the staged mail
+                ctx.discard_staging()
+            raise
         self.log.info("%s: %s", self.step, counts)
         return counts
 
