@@ -38,6 +38,9 @@ def print_report(result: JobLoadResult, out: TextIO) -> None:
         for error in result.errors:
             print(f"  {error}", file=out)
         print(file=out)
+    if result.blocked_by_policy:
+        print(f"not loaded because the policy is invalid: {', '.join(result.blocked_by_policy)}", file=out)
+        print(file=out)
     print(f"{len(result.jobs)} job(s) valid, {len(result.errors)} error(s)", file=out)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from email_sync.errors import SetupProblem
 from email_sync.pipeline.context import MAX_ATTEMPTS, RunContext, ints, item_key
-from email_sync.pipeline.staging import write_json, write_mail
+from email_sync.pipeline.staging import write_json, write_jsonl, write_mail
 from email_sync.rules.classify import SkipReason
 from email_sync.rules.keys import message_key
 from email_sync.rules.models import MailItem, Unreadable
@@ -37,7 +37,8 @@ def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
     each folder from its cursor and stages the new cursors in ``window.json`` for the last
     step to save; a backfill (a window the watermark already passed) reads its interval
     alone and moves no cursor. Unreadable items become ``malformed`` outcomes; the same
-    message seen twice (Inbox and Sent Items) is staged once. A configured folder that does
+    message seen twice (Inbox and Sent Items) is staged once, its other copies listed in
+    ``copies.jsonl`` so the last step marks every copy. A configured folder that does
     not exist does not stop the others: they are synced, and the last step fails the run
     naming the missing folder.
     """
@@ -54,6 +55,7 @@ def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
         log.info("job %s is off: nothing to extract", ctx.job_id)
         write_json(ctx.path("window.json"), window)
         write_mail(ctx.path("mail.parquet"), [])
+        write_jsonl(ctx.path("copies.jsonl"), [])
         return {"window_start": window["start"], "window_end": window["end"], "extracted": 0,
                 "watermark_clamped": clamped}
 
@@ -71,6 +73,7 @@ def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
     counts: Counter[str] = Counter()
     unreadable: list[Outcome] = []
     new_cursors: dict[str, str] = {}
+    copies: list[dict[str, Any]] = []
 
     def read(folder: Folder) -> Iterator[ReadResult]:
         reading = mailbox.read_folder(folder, start - EXTRACT_OVERLAP, end, cursors.get(folder.path))
@@ -87,14 +90,17 @@ def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
                                               result.reason))
                     continue
                 key = item_key(result)
-                if key in seen:
+                if key in seen:  # another copy (sent to oneself): staged once, marked too
                     counts["duplicates"] += 1
+                    copies.append({"message_key": key, "item_id": result.item_id, "change_key": result.change_key,
+                                   "categories": list(result.categories)})
                     continue
                 seen.add(key)
                 counts[origin] += 1
                 yield result
 
     write_mail(ctx.path("mail.parquet"), staged())
+    write_jsonl(ctx.path("copies.jsonl"), copies)
     window["cursors"] = new_cursors
     window["missing_folders"] = missing
     write_json(ctx.path("window.json"), window)
@@ -107,6 +113,10 @@ def extract(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
 
 def _resolve(mailbox: MailSource, ctx: RunContext) -> tuple[list[Folder], list[str]]:
     """The job's folders that exist, and the paths that do not (the run syncs the others first)."""
+    try:
+        return mailbox.resolve_folders(ctx.settings.folders, ctx.org.sent_folders), []
+    except SetupProblem:
+        pass  # one or more are missing: find out which, folder by folder
     folders, missing = [], []
     for path in ctx.settings.folders:
         try:

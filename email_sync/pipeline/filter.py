@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from email_sync.pipeline.context import RunContext, item_key, ledger_by_message
 from email_sync.pipeline.staging import encode_candidate, read_mail, write_jsonl
 from email_sync.rules.attachments import select_attachments
-from email_sync.rules.classify import Decision, SkipReason, classify, compile_rules
+from email_sync.rules.classify import Decision, SkipReason, classify, compile_rules, reply_lookup_since
 from email_sync.rules.keys import message_key
 from email_sync.rules.models import MailItem
 from email_sync.rules.settings import OrgSettings
@@ -35,8 +35,10 @@ def filter_mail(ctx: RunContext, store: StateStore, now: datetime) -> dict[str, 
     # The staged mail is streamed several times rather than held: memory stays at one row
     # group plus a small decision per email, whatever the run's size.
     referenced = {message_key(ref) for item in read_mail(mail) for ref in _referenced_ids(item)}
-    since = now - timedelta(days=ctx.org.reply_window_days)
-    recorded = store.recorded_since(ctx.job_id, referenced, since)
+    # The reply window runs from the original to the reply, not from now: a backfill decides
+    # as the original run would have.
+    since = reply_lookup_since(read_mail(mail), rules)
+    recorded = store.recorded_since(ctx.job_id, referenced, since) if since is not None else {}
 
     decisions: dict[str, Decision] = {}
     item_ids: dict[str, str] = {}

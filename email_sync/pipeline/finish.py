@@ -8,12 +8,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from email_sync.errors import SetupProblem
-from email_sync.pipeline.context import RunContext, job_lease, prune_staging
-from email_sync.pipeline.staging import read_json, read_mail
-from email_sync.rules.models import MailItem
+from email_sync.pipeline.context import MAX_ATTEMPTS, RunContext, job_lease, prune_staging
+from email_sync.pipeline.staging import read_json, read_jsonl, read_mail
 from email_sync.rules.schedule import MAX_REACH_DAYS
-from email_sync.sources.base import CategoryTarget, Folder, MailSource
-from email_sync.store.state_store import StateStore
+from email_sync.sources.base import CategoryTarget, MailSource
+from email_sync.store.state_store import Outcome, StateStore
 
 
 def finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
@@ -33,25 +32,7 @@ def finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
 def _finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
             step_counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     window = read_json(ctx.path("window.json"))
-    unmarked = store.unmarked(ctx.job_id)
-    marked = 0
-    requests: dict[str, int] = {}
-    if unmarked:
-        wanted = {i for _, i in unmarked}
-        staged = {item.item_id: CategoryTarget(item.item_id, item.change_key, item.categories)  # not whole emails
-                  for item in read_mail(ctx.path("mail.parquet")) if item.item_id in wanted}
-        mailbox = source()
-        known = [staged[i] for _, i in unmarked if i in staged]
-        refetch = [i for _, i in unmarked if i not in staged]
-        fetched: list[CategoryTarget] = []
-        if refetch:  # an id finds its item wherever it is: the folder would only label it
-            anywhere = Folder("", "", is_sent=False)
-            fetched = [CategoryTarget(m.item_id, m.change_key, m.categories)
-                       for m in mailbox.fetch([(i, anywhere) for i in refetch]) if isinstance(m, MailItem)]
-        done = set(mailbox.add_category([*known, *fetched], ctx.org.crm_category))
-        store.mark_category(ctx.job_id, [k for k, i in unmarked if i in done])
-        marked = len(done)
-        requests = dict(mailbox.requests)
+    marked, requests = _write_categories(ctx, source, store)
 
     outcomes = store.outcomes(ctx.job_id, ctx.run_id)
     summary: dict[str, Any] = {
@@ -65,7 +46,10 @@ def _finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
         "relations_created": step_counts.get("insert", {}).get("relations_created", 0),
         "attachments_uploaded": step_counts.get("upload", {}).get("files_uploaded", 0),
         "attachments_too_large": step_counts.get("match", {}).get("attachments_attachment_too_large", 0),
-        "categories_written": marked,
+        "attachments_skipped": {k.removeprefix("attachments_"): n for k, n in sorted(step_counts.get("match", {}).items())
+                                if k.startswith("attachments_") and n},
+        "categories_written": marked["written"],
+        "categories_given_up": marked["given_up"],
         "salesforce_calls": sum(c.get("salesforce_calls", 0) for c in step_counts.values()),
         "refused": {"tasks": step_counts.get("insert", {}).get("tasks_failed", 0),
                     "relations": step_counts.get("insert", {}).get("relations_failed", 0),
@@ -97,6 +81,54 @@ def _finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore
     return summary
 
 
+def _write_categories(ctx: RunContext, source: Callable[[], MailSource],
+                      store: StateStore) -> tuple[dict[str, int], dict[str, int]]:
+    """The CRM category on every copy of every recorded email still owed it; counts and requests.
+
+    Copies are the email's item and the other copies extract saw in the synced folders (sent
+    to oneself: Sent Items and Inbox). An item whose id no longer finds it (moved) is looked
+    for by its Message-ID in the job's folders and its new id kept; one not found or refused
+    in ``MAX_ATTEMPTS`` runs is given up and reported (``category_not_written``).
+    """
+    owed = store.unmarked(ctx.job_id)
+    if not owed:
+        return {"written": 0, "given_up": 0}, {}
+    wanted = {u.item_id for u in owed}
+    staged = {item.item_id: CategoryTarget(item.item_id, item.change_key, item.categories)  # not whole emails
+              for item in read_mail(ctx.path("mail.parquet")) if item.item_id in wanted}
+    copies: dict[str, list[CategoryTarget]] = {}
+    for row in read_jsonl(ctx.path("copies.jsonl")):
+        copies.setdefault(row["message_key"], []).append(
+            CategoryTarget(row["item_id"], row["change_key"], tuple(row["categories"])))
+    # An id finds its item wherever it is, so staged targets (whose categories may be stale:
+    # the write re-reads them) or bare ids do; the folder would only label it.
+    targets = {u.message_key: [staged.get(u.item_id) or CategoryTarget(u.item_id, None, ()),
+                               *copies.get(u.message_key, [])] for u in owed}
+    mailbox = source()
+    done = set(mailbox.add_category([t for ts in targets.values() for t in ts], ctx.org.crm_category))
+    lost = [u for u in owed if u.item_id not in done and u.message_id]
+    if lost:  # moved since it was recorded: find it again by Message-ID in the job's folders
+        folders = mailbox.resolve_folders(ctx.settings.folders, ctx.org.sent_folders)
+        found = mailbox.find_by_message_id(folders, [u.message_id for u in lost])
+        moved = {u.message_key: found[u.message_id] for u in lost if found.get(u.message_id)}
+        for key, again in moved.items():
+            targets[key] = [t for t in targets[key] if t.item_id in done] + again
+        done |= set(mailbox.add_category([t for ts in moved.values() for t in ts], ctx.org.crm_category))
+        store.relocate(ctx.job_id, {key: again[0].item_id for key, again in moved.items()
+                                    if again[0].item_id in done})
+    complete = [u.message_key for u in owed if all(t.item_id in done for t in targets[u.message_key])]
+    missed = [u for u in owed if u.message_key not in set(complete)]
+    given_up = [u.message_key for u in missed if u.attempts + 1 >= MAX_ATTEMPTS]
+    store.mark_category(ctx.job_id, complete)
+    store.category_missed(ctx.job_id, [u.message_key for u in missed])
+    store.mark_category(ctx.job_id, given_up, given_up=True)
+    store.record_outcomes(ctx.job_id, ctx.run_id, [
+        Outcome(k, "failed", "category_not_written",
+                f"the CRM category could not be written in {MAX_ATTEMPTS} runs (item not found or refused)")
+        for k in given_up])
+    return {"written": len(complete), "given_up": len(given_up)}, dict(mailbox.requests)
+
+
 def format_summary(job_id: str, summary: dict[str, Any]) -> str:
     """The run summary as log lines (counts only, never mail content)."""
     lines = [f"email sync {job_id} ({summary.get('source', 'ews')}): window ({summary['window_start']}, "
@@ -107,6 +139,8 @@ def format_summary(job_id: str, summary: dict[str, Any]) -> str:
         lines.append(f"  {name:<22}{summary.get(name, 0):>8}")
     for reason, n in summary.get("skipped", {}).items():
         lines.append(f"  skipped {reason:<14}{n:>8}")
+    for reason, n in summary.get("attachments_skipped", {}).items():
+        lines.append(f"  attachment {reason:<19}{n:>8}")
     for heading in ("refused", "incomplete"):
         for kind, n in summary.get(heading, {}).items():
             if n:

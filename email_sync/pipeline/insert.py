@@ -54,7 +54,7 @@ def _insert(ctx: RunContext, crm: Callable[[], Crm], store: StateStore, rows: li
     store.claim(ctx.job_id, ctx.run_id, [
         LedgerClaim(t["key"], r["message_key"], r["item_id"], r["folder"], t["part"], t["parts"],
                     datetime.fromisoformat(r["email_at"]), relations_owed=bool(t["related"][1:]),
-                    files_owed=bool(r["files"]))
+                    files_owed=bool(r["files"]), message_id=r.get("message_id"))
         for r, t in pending
     ])
     results = client.upsert_tasks(_staged_task_fields(ctx.path("tasks.jsonl"), done)) if pending else []

@@ -11,7 +11,7 @@ from email_sync.errors import SetupProblem
 from email_sync.pipeline.context import METADATA_TTL, RunContext, item_key, ints, remember_usage
 from email_sync.pipeline.staging import decode_candidate, read_jsonl, read_mail, write_jsonl
 from email_sync.rules.attachments import select_attachments
-from email_sync.rules.keys import IDEMPOTENCY_FIELD, missing_key_field_message
+from email_sync.rules.keys import IDEMPOTENCY_FIELD, email_identity, missing_key_field_message
 from email_sync.rules.matching import (
     RecordIndex,
     email_fields_for,
@@ -72,7 +72,8 @@ def match(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> dict[st
             files = [{"key": a.key, "attachment_id": a.ref.attachment_id, "name": a.ref.name,
                       "size": a.ref.size, "content_type": a.ref.content_type} for a in plan.upload]
             skipped_files = Counter(reason.value for _, reason in plan.skipped)
-            row = {"message_key": key, "item_id": item.item_id, "folder": item.folder,
+            row = {"message_key": key, "message_id": email_identity(item), "item_id": item.item_id,
+                   "folder": item.folder,
                    "email_at": candidate["email_at"], "task_id": candidate["task_id"], "tasks": [],
                    "files": files, "files_skipped": dict(skipped_files)}
             if candidate["task_id"] is not None:  # files-only: the Tasks exist

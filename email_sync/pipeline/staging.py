@@ -48,7 +48,7 @@ def _schemas() -> _Schemas:
     address = pa.struct([("email", pa.string()), ("name", pa.string())])
     attachment = pa.struct([
         ("attachment_id", pa.string()), ("name", pa.string()), ("size", pa.int64()),
-        ("content_type", pa.string()), ("is_inline", pa.bool_()),
+        ("content_type", pa.string()), ("is_inline", pa.bool_()), ("kind", pa.string()),
     ])
     ts = pa.timestamp("us", tz="UTC")
     mail = pa.schema([
@@ -59,8 +59,10 @@ def _schemas() -> _Schemas:
         ("references", pa.list_(pa.string())), ("conversation_id", pa.string()),
         ("categories", pa.list_(pa.string())), ("sensitivity", pa.string()),
         ("attachments", pa.list_(attachment)), ("change_key", pa.string()), ("in_sent_folder", pa.bool_()),
+        ("item_class", pa.string()), ("auto_submitted", pa.string()),
     ])
     assert [f.name for f in fields(MailItem)] == mail.names, "the mail schema must follow MailItem"
+    assert [f.name for f in fields(AttachmentRef)] == [f.name for f in attachment], "... and AttachmentRef"
     timestamps = tuple(f.name for f in mail if f.type == ts)
     rows = pa.schema([pa.field(f.name, pa.int64()) if f.name in timestamps else f for f in mail])
     return _Schemas(mail, rows, timestamps)
@@ -123,9 +125,16 @@ def _item(row: dict[str, Any]) -> MailItem:
         in_reply_to=row["in_reply_to"], references=tuple(row["references"] or ()),
         conversation_id=row["conversation_id"], categories=tuple(row["categories"] or ()),
         sensitivity=row["sensitivity"] or "Normal",
-        attachments=tuple(AttachmentRef(**a) for a in row["attachments"] or ()),
+        attachments=tuple(_attachment(a) for a in row["attachments"] or ()),
         change_key=row["change_key"], in_sent_folder=bool(row["in_sent_folder"]),
+        item_class=row.get("item_class") or "IPM.Note", auto_submitted=row.get("auto_submitted"),
     )
+
+
+def _attachment(row: dict[str, Any]) -> AttachmentRef:
+    return AttachmentRef(attachment_id=row["attachment_id"], name=row["name"], size=row["size"],
+                         content_type=row["content_type"], is_inline=bool(row["is_inline"]),
+                         kind=row.get("kind") or "file")
 
 
 def write_mail(path: Path, items: Iterable[MailItem]) -> int:

@@ -17,6 +17,8 @@ MAX_ADDRESS_LENGTH = 254
 _WHITESPACE = re.compile(r"\s")
 _ANGLE = re.compile(r"<([^<>]*)>")
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
+# RFC 5322 §3.2.4 quoted-string as a whole local part: qtext, quoted-pairs and spaces/tabs.
+_QUOTED_LOCAL = re.compile(r'"(?:[^"\\\r\n]|\\[^\r\n])*"')
 
 
 def normalize_address(raw: str | None) -> str | None:
@@ -24,8 +26,12 @@ def normalize_address(raw: str | None) -> str | None:
 
     Accepts what mail headers and people write: surrounding whitespace, a ``mailto:``
     prefix, display-name forms (``"Record" <record@example.com>``) and bare angle
-    brackets. The result is lower-case (Salesforce and Exchange compare addresses
-    case-insensitively) with any trailing dot of the domain removed.
+    brackets; those are all that is removed. The result is lower-case (Salesforce and
+    Exchange compare addresses case-insensitively) with any trailing dot of the domain
+    removed. The local part is otherwise kept exactly: an apostrophe is an ordinary
+    character (``o'brien@x.com``, ``'em@x.com``), and a quoted local part
+    (``"john doe"@x.com``) keeps its quotes, so it never equals ``johndoe@x.com``. A
+    quote anywhere else (an unbalanced one, one in the domain) makes it unusable.
     """
     if not raw:
         return None
@@ -35,10 +41,18 @@ def normalize_address(raw: str | None) -> str | None:
         text = bracketed[-1].strip()
     if text[:7].lower() == "mailto:":
         text = text[7:].strip()
-    text = text.strip("'\"").lower()
-    local, at, domain = text.rpartition("@")
+    text = text.lower()
+    quoted = _QUOTED_LOCAL.match(text) if text.startswith('"') else None
+    if quoted:  # white space and "@" are legal inside the quotes
+        local, at, domain = quoted.group(), text[quoted.end() : quoted.end() + 1], text[quoted.end() + 1 :]
+        if local == '""':
+            return None
+    else:
+        local, at, domain = text.rpartition("@")
+        if '"' in local or _WHITESPACE.search(local):
+            return None
     domain = domain.rstrip(".")
-    if not at or not local or not domain or _WHITESPACE.search(text):
+    if at != "@" or not local or not domain or '"' in domain or "@" in domain or _WHITESPACE.search(domain):
         return None
     address = f"{local}@{domain}"
     if len(address) > MAX_ADDRESS_LENGTH or "<" in address or ">" in address:

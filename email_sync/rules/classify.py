@@ -3,7 +3,9 @@
 Checks run in one fixed order and the first that fails gives the reason, so a skipped
 email always has exactly one, stable reason (docs/RULES.md lists the order and why):
 
-    malformed → mode_off → excluded_category → excluded_smart_address → private
+    not an email a person wrote (meeting_message, calendar_item, receipt, non_delivery_report,
+    automatic_reply, automatic_message, other_item: email_sync.rules.item_kinds)
+    → malformed → mode_off → excluded_category → excluded_smart_address → private
     → excluded_address → internal_only → not_designated → (matching) not_matched
     → (task building) subject_too_long
 
@@ -19,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from email_sync.rules.addresses import DomainSet, message_ids_in, normalize_address, normalize_message_id
+from email_sync.rules.item_kinds import not_an_email
 from email_sync.rules.keys import email_identity, message_key
 from email_sync.rules.models import Address, Direction, MailItem
 from email_sync.rules.settings import JobSettings, Mode, OrgSettings
@@ -38,8 +41,16 @@ class SkipReason(StrEnum):
     INTERNAL_ONLY = "internal_only"  # no external participant
     NOT_DESIGNATED = "not_designated"  # designated mode, no designation, not a reply
     NOT_MATCHED = "not_matched"  # no participant matches a Contact/Lead
-    SUBJECT_TOO_LONG = "subject_too_long"  # Subject (with any part suffix) exceeds its field
+    SUBJECT_TOO_LONG = "subject_too_long"  # the Subject alone exceeds its field (part markers move aside)
     ALREADY_RECORDED = "already_recorded"  # every Task of it exists (an overlap, retry or backfill)
+    # Not an email a person wrote (SPEC §3 rule 6; email_sync.rules.item_kinds): checked first.
+    MEETING_MESSAGE = "meeting_message"  # meeting request, response, cancellation (IPM.Schedule.Meeting.*)
+    CALENDAR_ITEM = "calendar_item"  # an appointment filed in a mail folder (IPM.Appointment)
+    RECEIPT = "receipt"  # read/not-read/delivery receipt, delay notice (REPORT.*, not NDR)
+    NON_DELIVERY_REPORT = "non_delivery_report"  # a bounce (REPORT.*.NDR)
+    AUTOMATIC_REPLY = "automatic_reply"  # out-of-office/rule reply (IPM.Note.Rules.*, Auto-Submitted: auto-replied)
+    AUTOMATIC_MESSAGE = "automatic_message"  # sent by a program (Auto-Submitted other than no / auto-replied)
+    OTHER_ITEM = "other_item"  # contact, task, note, post, ... in a mail folder (no email class)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +126,22 @@ def classify(
     """Decide whether one email is a candidate for recording (matching still to come).
 
     ``recorded`` maps :func:`email_sync.rules.keys.message_key` of emails this job recorded to
-    their sent/received time (the ledger's ``email_at``); it is only used to recognise
+    their sent/received time (the ledger's ``email_at``). It must hold every referenced
+    original recorded at or after :func:`reply_lookup_since` of the emails classified
+    (``StateStore.recorded_since(job, referenced_keys, reply_lookup_since(items, rules))``),
+    never a window counted back from "now": the window runs from the original to the
+    reply (:func:`_replies_to_recorded`), so a backfill decides as the original run did.
+    Older or later entries are harmless. It is only used to recognise
     inbound replies in ``designated`` mode.
     """
     sender = _normalized(item.sender)
     recipients = _unique(a for a in (_normalized(r) for r in item.recipients) if a)
     direction = _direction(item, sender, rules)
     email_at = _email_time(item, direction)
+
+    kind = not_an_email(item)  # a meeting, receipt, report or automatic reply is no email at all
+    if kind is not None:
+        return Decision(SkipReason(kind.kind.value), direction, email_at=email_at, detail=kind.detail)
 
     malformed = _malformed_detail(item, direction, sender, recipients, email_at)
     if malformed:
@@ -245,7 +265,13 @@ def _is_external(address: str, rules: Rules) -> bool:
 def _replies_to_recorded(
     item: MailItem, email_at: datetime, recorded: Mapping[str, datetime], window: timedelta
 ) -> bool:
-    """Whether In-Reply-To/References name an email this job recorded within the window."""
+    """Whether In-Reply-To/References name an email this job recorded within the window.
+
+    The window runs from the original to the reply, both by their own email times:
+    ``0 <= reply time - original time <= window``. Neither "now" nor the run's interval
+    enters, so a scheduled run and a later backfill of the same reply decide alike. An
+    original later than the reply (a clock gone wrong, a forged header) does not count.
+    """
     if not recorded:
         return False
     for msg_id in message_ids_in((item.in_reply_to, *item.references)):
@@ -254,9 +280,33 @@ def _replies_to_recorded(
             continue
         if original_at.tzinfo is None:
             original_at = original_at.replace(tzinfo=UTC)
-        if email_at - original_at <= window:
+        if timedelta(0) <= email_at - original_at <= window:
             return True
     return False
+
+
+def reply_lookup_since(items: Iterable[MailItem], rules: Rules) -> datetime | None:
+    """The ``since`` for looking up the recorded originals these emails may reply to.
+
+    The earliest time (sent or received, whichever is earlier) of any email that names
+    another in In-Reply-To/References, minus the reply window: every original a reply
+    of the batch can count (:func:`_replies_to_recorded`) was recorded at or after it,
+    however far back the run's interval lies (a backfill). None when no email names
+    another: there is nothing to look up. Pass the result to
+    ``StateStore.recorded_since`` and the answer to :func:`classify` as ``recorded``.
+    """
+    earliest: datetime | None = None
+    for item in items:
+        if not message_ids_in((item.in_reply_to, *item.references)):
+            continue
+        for when in (item.sent_at, item.received_at):
+            if when is None:
+                continue
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            if earliest is None or when < earliest:
+                earliest = when
+    return None if earliest is None else earliest - rules.reply_window
 
 
 def _normalized(address: Address | None) -> str | None:

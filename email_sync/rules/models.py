@@ -33,13 +33,20 @@ class Address:
 
 @dataclass(frozen=True, slots=True)
 class AttachmentRef:
-    """Attachment metadata only: contents are fetched on upload, one bounded batch at a time."""
+    """Attachment metadata only: contents are fetched on upload, one bounded batch at a time.
+
+    ``name`` is the file name exactly as the source gave it (it may hold path separators or
+    control characters; :mod:`email_sync.rules.attachments` makes the name Salesforce sees).
+    ``kind`` is ``"file"`` (a file attachment) or ``"item"`` (an attached email, meeting or
+    contact: an EWS ItemAttachment / Graph itemAttachment), which is reported, not uploaded.
+    """
 
     attachment_id: str
     name: str
     size: int
     content_type: str = "application/octet-stream"
     is_inline: bool = False
+    kind: str = "file"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,13 @@ class MailItem:
     (``email_sync.rules.keys.email_identity`` makes one for a message without). Datetimes are timezone-aware (UTC). ``in_sent_folder`` is the
     source's decision that the item's folder holds outbound mail
     (:class:`email_sync.sources.base.Folder`).
+
+    ``item_class`` is the item's Exchange message class as the server gives it
+    (``IPM.Note``, ``IPM.Schedule.Meeting.Request``, ``REPORT.IPM.Note.NDR``, ...; Graph
+    sources derive it from the message's type); ``auto_submitted`` is the value of its
+    RFC 3834 ``Auto-Submitted`` header, None when absent. Both tell a person's email from
+    meeting mail, calendar items, receipts, reports and automatic replies
+    (:mod:`email_sync.rules.item_kinds`).
     """
 
     item_id: str
@@ -74,6 +88,8 @@ class MailItem:
     attachments: tuple[AttachmentRef, ...] = field(default_factory=tuple)
     change_key: str | None = None
     in_sent_folder: bool = False
+    item_class: str = "IPM.Note"
+    auto_submitted: str | None = None
 
     @property
     def recipients(self) -> tuple[Address, ...]:

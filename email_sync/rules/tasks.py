@@ -82,9 +82,10 @@ def build_tasks(
     """The Task drafts for one email; skipped (with the reason) when it is not recorded.
 
     ``ActivityDate`` is the decision's sent/received time as a date in the job's time
-    zone. Each part gets its own idempotency key; Subjects of split emails end with
-    ``" (part i of n)"`` and must fit with the suffix, or the whole email is skipped as
-    ``subject_too_long`` (a partial email is never recorded).
+    zone. Each part gets its own idempotency key and a part marker ``(part i of n)``:
+    at the end of the Subject when every labelled Subject fits, otherwise as the first
+    line of each part's Description (the Subject then stays the email's subject). Only a
+    Subject too long on its own skips the email as ``subject_too_long``.
     """
     decision = finalize(decision, match)
     if decision.reason is not None or match is None:
@@ -95,13 +96,11 @@ def build_tasks(
     assert identity is not None  # classify makes id-less mail malformed
 
     subject = clean_subject(item.subject)
+    if not fits(subject, limits["Subject"]):
+        return TaskBuild((), SkipReason.SUBJECT_TOO_LONG, f"{len(subject)} characters")
     body = html_to_text(item.body) if item.body_is_html else item.body
-    descriptions = split_to_fit(body, limits["Description"])
+    subjects, descriptions = _parts(subject, body, limits["Subject"], limits["Description"])
     n = len(descriptions)
-    subjects = [subject if n == 1 else f"{subject} (part {i} of {n})" for i in range(1, n + 1)]
-    if not all(fits(s, limits["Subject"]) for s in subjects):
-        detail = f"{len(subject)} characters" + (f", {n} parts" if n > 1 else "")
-        return TaskBuild((), SkipReason.SUBJECT_TOO_LONG, detail)
 
     common: dict[str, Any] = {
         "Status": "Completed",
@@ -125,6 +124,53 @@ def build_tasks(
             fields["Description"] = description
         drafts.append(TaskDraft(key, part, n, fields, match.related_contact_ids))
     return TaskBuild(tuple(drafts))
+
+
+def part_marker(part: int, parts: int) -> str:
+    """The label of one part of a split email: ``(part 2 of 3)``."""
+    return f"(part {part} of {parts})"
+
+
+def _parts(
+    subject: str, body: str, subject_limit: FieldLimit, description_limit: FieldLimit
+) -> tuple[list[str], list[str]]:
+    """Subjects and Descriptions of the Tasks of one email (``subject`` fits on its own).
+
+    A body that fits gives one Task, unlabelled. A longer one is split; each part is
+    labelled with :func:`part_marker` where the label fits: after the Subject
+    (``"Quote (part 1 of 3)"``) when every labelled Subject fits, else as the first line
+    of each Description (``(part 1 of 3)`` and a line break, then the part), the split
+    then leaving room for that line. One place for the whole email, so its parts read alike.
+    """
+    descriptions = split_to_fit(body, description_limit)
+    n = len(descriptions)
+    if n == 1:
+        return [subject], descriptions
+    labelled = [f"{subject} {part_marker(i, n)}" for i in range(1, n + 1)]
+    if all(fits(s, subject_limit) for s in labelled):
+        return labelled, descriptions
+    # The marker goes into the Description: reserve room for the longest one with as many
+    # digits as the part count has; when the tighter split needs more digits, reserve
+    # those. The reserved digits only grow, so this ends after a step or two.
+    digits = len(str(n))
+    while True:
+        widest = 10**digits - 1
+        reserve = len(part_marker(widest, widest)) + 1  # ASCII: units == bytes; +1 for "\n"
+        chunks = split_to_fit(body, _less(description_limit, reserve))
+        n = len(chunks)
+        if len(str(n)) <= digits:
+            break
+        digits = len(str(n))
+    descriptions = [f"{part_marker(i, n)}\n{chunk}" for i, chunk in enumerate(chunks, 1)]
+    return [subject] * n, descriptions
+
+
+def _less(limit: FieldLimit, reserve: int) -> FieldLimit:
+    """``limit`` with ``reserve`` ASCII characters already taken."""
+    smaller = FieldLimit(limit.length - reserve, None if limit.byte_length is None else limit.byte_length - reserve)
+    if smaller.length < 2 or (smaller.byte_length is not None and smaller.byte_length < 4):
+        raise ValueError(f"Description holds {limit.length} characters; a part marker needs {reserve} of them")
+    return smaller
 
 
 def clean_subject(subject: str) -> str:

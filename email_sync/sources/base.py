@@ -130,6 +130,11 @@ class MailSource(ABC):
         server refused is left out, so the caller tries it again in a later run.
         """
 
+    @abstractmethod
+    def find_by_message_id(self, folders: Sequence[Folder], message_ids: Sequence[str]) -> dict[str, list[CategoryTarget]]:
+        """Every copy of these emails in these folders, by Message-ID (an email moved since it
+        was read: its old item id no longer finds it). Message-IDs not found are left out."""
+
     @property
     @abstractmethod
     def requests(self) -> Mapping[str, int]:

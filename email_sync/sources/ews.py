@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 import requests
 import lxml.etree
-from exchangelib import Account, FileAttachment, HTMLBody, Message
+from exchangelib import Account, FileAttachment, HTMLBody, ItemAttachment, Message
+from exchangelib.items import NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
 from exchangelib.attachments import AttachmentId
 from exchangelib.errors import (
     ErrorCannotOpenFileAttachment,
@@ -32,6 +33,7 @@ from exchangelib.errors import (
     ErrorFolderNotFound,
     ErrorImpersonateUserDenied,
     ErrorInvalidAttachmentId,
+    ErrorIrresolvableConflict,
     ErrorItemNotFound,
     ErrorNonExistentMailbox,
     ErrorTimeoutExpired,
@@ -40,7 +42,7 @@ from exchangelib.errors import (
 )
 from exchangelib.folders import BaseFolder
 from exchangelib.protocol import BaseProtocol
-from exchangelib.services import GetAttachment
+from exchangelib.services import GetAttachment, UpdateItem
 from exchangelib.util import MNS, SOAPNS, TNS, BytesGeneratorIO, safe_b64decode
 
 from email_sync.errors import AuthenticationFailed, SetupProblem, SyncError, TransientError
@@ -49,13 +51,17 @@ from email_sync.rules.models import Address, AttachmentRef, MailItem, Unreadable
 from email_sync.sources.base import CategoryTarget, Folder, FolderRead, MailSource, ReadResult, RequestCounter
 
 log = logging.getLogger(__name__)
-
+# ``item_class`` tells meetings, receipts and reports from email; ``headers`` (EWS
+# InternetMessageHeaders: the headers the item arrived with, parsed from its transport headers)
+# carries ``Auto-Submitted``, which Exchange keeps in no property of its own.
 FIELDS = (
     "message_id", "subject", "body", "sender", "author", "to_recipients", "cc_recipients",
     "bcc_recipients", "datetime_sent", "datetime_received", "in_reply_to", "references",
-    "conversation_id", "categories", "sensitivity", "attachments",
+    "conversation_id", "categories", "sensitivity", "attachments", "item_class", "headers",
 )
 PAGE_SIZE = 1000  # EWS's maximum FindItem page; GetItem chunks of the same size
+FIND_CHUNK = 50  # Message-IDs per FindItem restriction when looking for moved emails
+CONFLICT_ROUNDS = 3  # read-merge-write rounds for an item the user changes while we write
 
 # Well-known folder names → exchangelib's distinguished-folder accessor.
 _DISTINGUISHED = {"inbox": "inbox", "sent items": "sent", "sent": "sent", "drafts": "drafts",
@@ -78,6 +84,11 @@ class _ReadResponse(requests.Response):
 # The source whose call is running: the transport counts each request into its counter.
 _ACTIVE: contextvars.ContextVar[RequestCounter | None] = contextvars.ContextVar("ews_source", default=None)
 _OPERATION = re.compile(rb":Body[^>]*>\s*<(?:[\w-]+:)?(\w+)")
+# A character reference XML 1.0 forbids (a control character, e.g. &#x7; in a subject, as
+# Exchange sends it). lxml's recovering parser, which exchangelib uses, drops every later
+# entity of the response after one, corrupting the other emails on the page: such
+# references become U+FFFD before exchangelib parses the answer.
+_INVALID_REFERENCE = re.compile(rb"&#(?:[xX]0*(?:[0-8bBcCeEfF]|1[0-9a-fA-F])|0*(?:[0-8]|1[124-9]|2[0-9]|3[01]));")
 
 
 def instrument(protocol: BaseProtocol) -> None:
@@ -112,6 +123,8 @@ def _counting_send(send: Callable[..., Any]) -> Callable[..., Any]:
         response = send(request, *args, **kwargs)
         if not kwargs.get("stream") and type(response) is requests.Response:
             response.__class__ = _ReadResponse
+            if b"&#" in response.content and _INVALID_REFERENCE.search(response.content):
+                response._content = _INVALID_REFERENCE.sub(b"&#xFFFD;", response.content)
         return response
 
     return counted
@@ -200,6 +213,15 @@ class _StreamedGetAttachment(GetAttachment):
         if slot is not None:
             obj._content, self._decoded[int(slot)] = self._decoded[int(slot)], None
         return obj
+
+
+class _CategoryUpdate(UpdateItem):
+    """UpdateItem whose conflict (the user changed the item since our read) or vanished item is
+    answered in that item's slot, as exchangelib does for other per-item errors, not raised
+    for the whole batch."""
+
+    ERRORS_TO_CATCH_IN_RESPONSE = (*UpdateItem.ERRORS_TO_CATCH_IN_RESPONSE, ErrorIrresolvableConflict,
+                                   ErrorItemNotFound)
 
 
 class EwsMailSource(MailSource):
@@ -318,6 +340,21 @@ class EwsMailSource(MailSource):
             except Exception as exc:  # one bad item never stops the run
                 yield Unreadable(getattr(result, "id", fallback_id), folder.path, f"unconvertible:{type(exc).__name__}")
 
+    def find_by_message_id(self, folders: Sequence[Folder], message_ids: Sequence[str]) -> dict[str, list[CategoryTarget]]:
+        """FindItem per folder with an InternetMessageId restriction, ``FIND_CHUNK`` ids at a time."""
+        found: dict[str, list[CategoryTarget]] = {}
+        wanted = sorted(set(message_ids))
+        with self._call():
+            for folder in folders:
+                for start in range(0, len(wanted), FIND_CHUNK):
+                    query = self._folder(folder.path)[0].filter(message_id__in=wanted[start:start + FIND_CHUNK])
+                    for item in query.only("message_id", "categories"):
+                        if isinstance(item, Exception) or not item.message_id:
+                            continue
+                        found.setdefault(item.message_id, []).append(
+                            CategoryTarget(item.id, item.changekey, tuple(item.categories or ())))
+        return found
+
     # -- attachments and write-back ---------------------------------------------------
     def attachment_contents(self, attachment_ids: Sequence[str]) -> list[bytes | Exception]:
         """Contents of these file attachments, in order: one GetAttachment request for all.
@@ -338,38 +375,50 @@ class EwsMailSource(MailSource):
 
         The targets' categories are what the sync saw at extract; the user may have changed
         them since. So the items are read again (categories only, one GetItem per
-        ``page_size``) and written with their fresh ChangeKey: a category the user added is
-        kept, one they removed is not put back, and an item changed in between is refused
-        by Exchange (a conflict), left out, and tried again by a later run. Returns the ids
-        that now carry the category (also those that already did).
+        ``page_size``) and written with their fresh ChangeKey and ``NeverOverwrite``: a
+        category the user added is kept, one they removed is not put back, and an item the
+        user changed between our read and our write is refused by Exchange (a conflict) and
+        read and merged again, up to ``CONFLICT_ROUNDS`` times; then a later run tries it.
+        Returns the ids that now carry the category (also those that already did).
         """
         targets = list(items)
         done = [t.item_id for t in targets if _has(t.categories, category)]
-        todo = [t for t in targets if not _has(t.categories, category)]
-        if not todo:
-            return done
-        updates = []
+        todo = [t.item_id for t in targets if not _has(t.categories, category)]
+        for _ in range(CONFLICT_ROUNDS):
+            if not todo:
+                break
+            written, todo = self._merge_write(todo, category)
+            done.extend(written)
+        return done
+
+    def _merge_write(self, item_ids: list[str], category: str) -> tuple[list[str], list[str]]:
+        """One read-merge-write round: (ids that now carry the category, ids refused by a conflict)."""
+        done, updates = [], []
         with self._call():
-            current = list(self.account.fetch(ids=[(t.item_id, None) for t in todo], only_fields=["categories"],
+            current = list(self.account.fetch(ids=[(i, None) for i in item_ids], only_fields=["categories"],
                                               chunk_size=self.page_size))
-            for target, item in zip(todo, current, strict=True):
+            for item_id, item in zip(item_ids, current, strict=True):
                 if isinstance(item, Exception):
-                    continue  # gone or unreadable: a later run tries again
+                    continue  # gone (moved?) or unreadable: the caller looks for it or tries again
                 if _has(item.categories or (), category):
-                    done.append(target.item_id)
+                    done.append(item_id)
                     continue
                 message = Message(account=self.account, id=item.id, changekey=item.changekey,
                                   categories=[*(item.categories or ()), category])
-                updates.append((target.item_id, message))
+                updates.append((item_id, message))
             if not updates:
-                return done
-            results = list(self.account.bulk_update([(m, ["categories"]) for _, m in updates],
-                                                    chunk_size=self.page_size))
-        errors = [r for r in results if isinstance(r, Exception)]
+                return done, []
+            service = _CategoryUpdate(account=self.account, chunk_size=self.page_size)
+            results = list(service.call(items=[(m, ["categories"]) for _, m in updates],
+                                        conflict_resolution=NEVER_OVERWRITE, message_disposition=SAVE_ONLY,
+                                        send_meeting_invitations_or_cancellations=SEND_TO_NONE,
+                                        suppress_read_receipts=True))
+        conflicts = [i for (i, _), r in zip(updates, results, strict=True) if isinstance(r, ErrorIrresolvableConflict)]
+        errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, ErrorIrresolvableConflict)]
         done.extend(i for (i, _), r in zip(updates, results, strict=True) if not isinstance(r, Exception))
         if errors:
             log.warning("CRM category not written on %d item(s): %s", len(errors), type(errors[0]).__name__)
-        return done
+        return done, conflicts
 
 
 def _has(categories: Iterable[str], category: str) -> bool:
@@ -394,39 +443,66 @@ def _utc(value: Any) -> datetime | None:
 
 
 def to_mail_item(message: Any, folder: Folder) -> MailItem:
-    """Convert an exchangelib item (only the fields in FIELDS are loaded) to a MailItem."""
-    body = message.body or ""
-    attachments = tuple(
-        AttachmentRef(
-            attachment_id=a.attachment_id.id,
-            name=a.name or "attachment",
-            size=int(a.size or 0),
-            content_type=a.content_type or "application/octet-stream",
-            is_inline=bool(a.is_inline),
-        )
-        for a in message.attachments or ()
-        if isinstance(a, FileAttachment)
-    )
-    conversation = getattr(message, "conversation_id", None)
+    """Convert an exchangelib item (only the fields in FIELDS are loaded) to a MailItem.
+
+    Mail folders hold more than ``Message``: exchangelib returns MeetingRequest,
+    MeetingResponse, MeetingCancellation, CalendarItem, ... for what Exchange serves as
+    such. Each is converted from the fields it has (an appointment has no recipients or
+    Message-ID) and keeps its ``item_class``, so the rules can skip it with its own reason
+    instead of it failing here as unconvertible.
+    """
+    body = _get(message, "body") or ""
+    conversation = _get(message, "conversation_id")
     return MailItem(
         item_id=message.id,
         change_key=message.changekey,
-        message_id=message.message_id or "",
+        message_id=_get(message, "message_id") or "",
         folder=folder.path,
         in_sent_folder=folder.is_sent,
-        subject=message.subject or "",
+        subject=_get(message, "subject") or "",
         body=str(body),
         body_is_html=isinstance(body, HTMLBody),
-        sender=_address(message.sender) or _address(getattr(message, "author", None)),
-        to=_addresses(message.to_recipients),
-        cc=_addresses(message.cc_recipients),
-        bcc=_addresses(message.bcc_recipients),
-        sent_at=_utc(message.datetime_sent),
-        received_at=_utc(message.datetime_received),
-        in_reply_to=message.in_reply_to,
-        references=tuple((message.references or "").split()),
+        sender=_address(_get(message, "author")) or _address(_get(message, "sender")),  # From, else Sender
+        to=_addresses(_get(message, "to_recipients")),
+        cc=_addresses(_get(message, "cc_recipients")),
+        bcc=_addresses(_get(message, "bcc_recipients")),
+        sent_at=_utc(_get(message, "datetime_sent")),
+        received_at=_utc(_get(message, "datetime_received")),
+        in_reply_to=_get(message, "in_reply_to"),
+        references=tuple((_get(message, "references") or "").split()),
         conversation_id=getattr(conversation, "id", None),
-        categories=tuple(message.categories or ()),
-        sensitivity=message.sensitivity or "Normal",
-        attachments=attachments,
+        categories=tuple(_get(message, "categories") or ()),
+        sensitivity=_get(message, "sensitivity") or "Normal",
+        attachments=tuple(_attachment_ref(a) for a in _get(message, "attachments") or ()
+                          if isinstance(a, (FileAttachment, ItemAttachment))),
+        item_class=(_get(message, "item_class") or "IPM.Note").strip(),
+        auto_submitted=_header(_get(message, "headers"), "Auto-Submitted"),
     )
+
+
+def _get(item: Any, name: str) -> Any:
+    """A loaded field of any exchangelib item class; None for a field its class does not have."""
+    return getattr(item, name, None)
+
+
+def _attachment_ref(attachment: Any) -> AttachmentRef:
+    """A file or item attachment's metadata; the name exactly as Exchange gives it (the rules
+    make the upload name). An item attachment (an attached email, meeting, contact) is listed
+    with ``kind="item"`` so the run reports it; its content is never fetched."""
+    if isinstance(attachment, ItemAttachment):
+        return AttachmentRef(attachment_id=attachment.attachment_id.id, name=attachment.name or "attached item",
+                             size=int(attachment.size or 0), content_type=attachment.content_type or "message/rfc822",
+                             is_inline=bool(attachment.is_inline), kind="item")
+    return AttachmentRef(attachment_id=attachment.attachment_id.id, name=attachment.name or "attachment",
+                         size=int(attachment.size or 0),
+                         content_type=attachment.content_type or "application/octet-stream",
+                         is_inline=bool(attachment.is_inline))
+
+
+def _header(headers: Iterable[Any] | None, name: str) -> str | None:
+    """The first value of header ``name`` (case-insensitive) among exchangelib's MessageHeaders."""
+    wanted = name.lower()
+    for header in headers or ():
+        if (header.name or "").strip().lower() == wanted:
+            return " ".join((header.value or "").split())  # unfolded
+    return None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -34,6 +34,8 @@ _ADDED_COLUMNS = (
     ("sync_ledger", "relations_ok", "INTEGER NOT NULL DEFAULT 1"),
     ("sync_ledger", "files_ok", "INTEGER NOT NULL DEFAULT 1"),
     ("sync_ledger", "created_run_id", "VARCHAR(250)"),
+    ("sync_ledger", "message_id", "VARCHAR(1000)"),
+    ("sync_ledger", "category_attempts", "INTEGER NOT NULL DEFAULT 0"),
     ("sync_file", "attempts", "INTEGER NOT NULL DEFAULT 0"),
     ("sync_file", "error_code", "VARCHAR(64)"),
 )
@@ -81,6 +83,7 @@ class LedgerClaim:
     email_at: datetime
     relations_owed: bool = False
     files_owed: bool = False
+    message_id: str | None = None  # the email's identity, to find it again after a move
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,15 @@ class FileRow:
     linked_task_id: str | None
     attempts: int = 0
     error_code: str | None = None
+
+
+class Unmarked(NamedTuple):
+    """A recorded email still owed the CRM category: where it was, its identity, runs that missed it."""
+
+    message_key: str
+    item_id: str
+    message_id: str | None
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +242,8 @@ class StateStore:
             {"idempotency_key": c.idempotency_key, "job_id": job_id, "message_key": c.message_key,
              "item_id": c.item_id, "folder": c.folder, "part": c.part, "parts": c.parts,
              "run_id": run_id, "email_at": utc_iso(c.email_at), "now": now,
-             "relations_ok": int(not c.relations_owed), "files_ok": int(not c.files_owed)}
+             "relations_ok": int(not c.relations_owed), "files_ok": int(not c.files_owed),
+             "message_id": c.message_id and c.message_id[:1000]}
             for c in claims
         ])
 
@@ -273,9 +286,22 @@ class StateStore:
             for k, (code, message) in failed.items()
         ])
 
-    def mark_category(self, job_id: str, message_keys: Iterable[str]) -> None:
+    def mark_category(self, job_id: str, message_keys: Iterable[str], *, given_up: bool = False) -> None:
+        """The category is on every copy of these emails (or, ``given_up``, it never will be)."""
         now = self._now()
-        self._run("mark_category", [{"job_id": job_id, "message_key": k, "now": now} for k in set(message_keys)])
+        self._run("mark_category", [{"job_id": job_id, "message_key": k, "marked": 2 if given_up else 1, "now": now}
+                                    for k in set(message_keys)])
+
+    def category_missed(self, job_id: str, message_keys: Iterable[str]) -> None:
+        """One more run could not write these emails' category (not found, or refused)."""
+        now = self._now()
+        self._run("category_missed", [{"job_id": job_id, "message_key": k, "now": now} for k in set(message_keys)])
+
+    def relocate(self, job_id: str, item_ids: Mapping[str, str]) -> None:
+        """``item_ids``: message key → the id the email has now (it was moved)."""
+        now = self._now()
+        self._run("relocate", [{"job_id": job_id, "message_key": k, "item_id": v, "now": now}
+                               for k, v in item_ids.items()])
 
     def ledger(self, job_id: str, message_keys: Iterable[str]) -> list[LedgerRow]:
         return [
@@ -310,9 +336,10 @@ class StateStore:
                     owed["categories"].add(r.message_key)
         return {kind: len(keys) for kind, keys in owed.items()}
 
-    def unmarked(self, job_id: str) -> list[tuple[str, str]]:
-        """(message_key, item_id) of recorded emails whose CRM category is not written yet."""
-        return [(r.message_key, r.item_id) for r in self._select("unmarked", job_id=job_id)]
+    def unmarked(self, job_id: str) -> list[Unmarked]:
+        """Recorded emails whose CRM category is not written yet."""
+        return [Unmarked(r.message_key, r.item_id, r.message_id, r.category_attempts)
+                for r in self._select("unmarked", job_id=job_id)]
 
     # -- files ----------------------------------------------------------------------
     def files(self, job_id: str, message_keys: Iterable[str]) -> list[FileRow]:

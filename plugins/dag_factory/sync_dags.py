@@ -7,6 +7,8 @@ hooks and the sync core's heavy dependencies are imported when a task runs.
 from __future__ import annotations
 
 import functools
+import hashlib
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import attrs
 from airflow.sdk import DAG
 
-from email_sync.rules.config import Job, JobConfigError
+from email_sync.rules.config import Job, JobConfigError, JobLoadResult
 from email_sync.rules.settings import JOB_FIELDS, Mode, format_setting
 from operators.email_sync import (
     DAG_PREFIX,
@@ -31,6 +33,10 @@ from operators.email_sync import (
 from timetables.sync_window import SyncWindowTimetable
 
 TAGS = ["email-sync"]
+# The error DAG of the policy's own errors (and a missing config directory): job_id None.
+POLICY_ERRORS_KEY = "policy"
+# What Airflow accepts as a DAG id (ASCII only, to be safe), and its length limit.
+_DAG_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
 # Airflow's config-backed DAG defaults that build_sync_dag does not set itself.
 _CONFIG_DEFAULTED_DAG_ARGS = ("max_active_tasks", "max_consecutive_failed_dag_runs", "disable_bundle_versioning")
 TASK_ARGS: dict[str, Any] = {
@@ -111,16 +117,67 @@ def _timetable(
     )
 
 
+def config_errors_by_job(loaded: JobLoadResult) -> dict[str, list[JobConfigError]]:
+    """The errors each config-error DAG shows, by job id (``"policy"``: the policy's own).
+
+    A job stopped by an invalid policy (``blocked_by_policy``) gets its own entry with the
+    policy's errors, so it stays visible as ``email_sync__<job>`` (its runs and history with
+    it) instead of vanishing until the policy is fixed.
+    """
+    groups: dict[str, list[JobConfigError]] = {}
+    for error in loaded.errors:
+        groups.setdefault(error.job_id if error.job_id is not None else POLICY_ERRORS_KEY, []).append(error)
+    policy_errors = [e for e in loaded.errors if e.job_id is None]
+    for job_id in loaded.blocked_by_policy:
+        group = groups.setdefault(job_id, [])
+        group.extend(e for e in policy_errors if e not in group)
+    return groups
+
+
+def error_dag_id(job_id: str) -> str:
+    """``email_sync__<job>``; for a file name Airflow cannot take as a DAG id (a space, too
+    long: the job is invalid anyway), a readable id with a digest of the name, which no
+    valid job id can produce (valid ids have no ``-``), so the file still shows as an error
+    instead of failing the whole DAG file."""
+    dag_id = dag_id_for(job_id)
+    if _DAG_ID.fullmatch(dag_id):
+        return dag_id
+    readable = re.sub(r"[^A-Za-z0-9_.]+", "-", job_id)[:100].strip("-")
+    digest = hashlib.blake2b(job_id.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
+    return dag_id_for(f"{readable}-{digest}" if readable else digest)
+
+
 def build_error_dag(job_id: str, errors: list[JobConfigError]) -> DAG:
-    """A paused DAG that shows an invalid job in the UI; its one task fails with the errors."""
+    """A paused DAG that shows an invalid job in the UI; its one task fails with the errors.
+
+    The DAG id is the job's own (:func:`error_dag_id`), so an invalid job keeps its DAG and
+    run history. When the errors are the policy's, the DAG says no job syncs until the
+    policy is fixed (fail closed), and where to fix it.
+    """
     from airflow.providers.standard.operators.python import PythonOperator
 
     message = "; ".join(str(e) for e in errors)
+    policy_paths = sorted({e.path for e in errors if e.job_id is None and e.path})
+    if policy_paths and job_id != POLICY_ERRORS_KEY:
+        description = f"CONFIG ERROR: job {job_id!r} not loaded, the policy is invalid (no job syncs): {message}"
+        heading = "## Sync job not loaded: the policy is invalid"
+        advice = (
+            f"Fix `{policy_paths[0]}`: no job syncs while the policy is invalid, because it holds the "
+            "locks and the exclusion lists. This job's own file was not checked yet."
+        )
+    elif policy_paths:  # the policy's own DAG (or a missing config directory)
+        description = f"CONFIG ERROR: {message}"
+        heading = "## Invalid sync configuration"
+        advice = "No job syncs until this is fixed; every job shows as its own config-error DAG naming it."
+    else:
+        description = f"CONFIG ERROR: {message}"
+        heading = "## Invalid sync job"
+        advice = "Fix the job file; other jobs are not affected."
     with DAG(
-        dag_id=dag_id_for(job_id),
-        description=f"CONFIG ERROR: {message}"[:500],
-        doc_md="## Invalid sync job\n\n" + "\n".join(f"- {e}" for e in errors) + "\n\nFix the job file; "
-        "`python -m email_sync validate include/email_sync` shows every problem. Other jobs are not affected.",
+        dag_id=error_dag_id(job_id),
+        description=description[:500],
+        doc_md=f"{heading}\n\n" + "\n".join(f"- {e}" for e in errors) + f"\n\n{advice} "
+        "`python -m email_sync validate include/email_sync` shows every problem.",
         schedule=None,
         is_paused_upon_creation=True,
         tags=[*TAGS, "config-error"],

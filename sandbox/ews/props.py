@@ -1,9 +1,12 @@
 """Rendering of items, attachments and folders as EWS ``t:`` elements.
 
 Properties are emitted in the order of the EWS schema (``ItemType`` then ``MessageType``),
-only those the request's shape asks for (``BaseShape`` plus ``AdditionalProperties``).
-Unknown property paths (extended properties, calendar fields, ...) are ignored, like a
-property that has no value on the item.
+only those the request's shape asks for (``BaseShape`` plus ``AdditionalProperties``). The
+element follows the item's class (``t:Message``, ``t:MeetingRequest``, ``t:CalendarItem``, ...;
+:func:`sandbox.ews.store.element_for_class`); non-message elements get ItemType's properties
+only. Of extended properties only PR_TRANSPORT_MESSAGE_HEADERS (0x007D) is known; other
+unknown property paths (calendar fields, ...) are ignored, like a property that has no value
+on the item. Text that XML cannot hold goes out as character references (``sandbox.ews.soap``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from email.utils import format_datetime
 from lxml import etree
 
 from sandbox.ews.soap import local, sub_t, xml_bool, xml_datetime
-from sandbox.ews.store import Addr, Attachment, Folder, Message, html_to_text
+from sandbox.ews.store import MESSAGE_ELEMENTS, Addr, Attachment, Folder, Message, html_to_text
 
 
 @dataclass
@@ -25,6 +28,8 @@ class Shape:
     base: str = "IdOnly"  # IdOnly | Default | AllProperties
     fields: set[str] = field(default_factory=set)
     body_type: str = "Best"  # Best | HTML | Text
+    extended: list[dict[str, str]] = field(default_factory=list)  # ExtendedFieldURI attributes, as asked
+    include_mime: bool = False  # AttachmentShape IncludeMimeContent (the item of an item attachment)
 
     @classmethod
     def parse(cls, elem: etree._Element | None) -> Shape:
@@ -37,11 +42,15 @@ class Shape:
                 shape.base = (child.text or "IdOnly").strip()
             elif name == "BodyType":
                 shape.body_type = (child.text or "Best").strip()
+            elif name == "IncludeMimeContent":
+                shape.include_mime = (child.text or "").strip().lower() == "true"
             elif name == "AdditionalProperties":
                 for prop in child:
                     uri = prop.get("FieldURI")
                     if uri:
                         shape.fields.add(uri)
+                    elif local(prop.tag) == "ExtendedFieldURI":
+                        shape.extended.append(dict(prop.attrib))
         return shape
 
 
@@ -78,24 +87,47 @@ def _body(parent: etree._Element, tag: str, msg: Message, body_type: str) -> Non
     sub_t(parent, tag, text, BodyType=native, IsTruncated="false")
 
 
-def attachment_element(parent: etree._Element, att: Attachment, *, with_content: bool) -> None:
-    el = sub_t(parent, "FileAttachment")
+def attachment_element(parent: etree._Element, att: Attachment, *, with_content: bool,
+                       shape: Shape | None = None) -> None:
+    """``t:FileAttachment`` or ``t:ItemAttachment`` (AttachmentType's fields in schema order).
+
+    ``with_content`` (GetAttachment): a file's base64 ``Content``; an item attachment's item
+    as its own element (``t:Message``, ``t:MeetingRequest``, ...) with the properties of
+    ``shape`` (the request's AttachmentShape), like Exchange answers it.
+    """
+    el = sub_t(parent, "ItemAttachment" if att.is_item else "FileAttachment")
     sub_t(el, "AttachmentId", Id=att.attachment_id)
     sub_t(el, "Name", att.name)
-    sub_t(el, "ContentType", att.content_type)
+    if att.content_type:
+        sub_t(el, "ContentType", att.content_type)
     if att.content_id:
         sub_t(el, "ContentId", att.content_id)
     sub_t(el, "Size", str(att.size))
     sub_t(el, "LastModifiedTime", xml_datetime(att.last_modified))
     sub_t(el, "IsInline", xml_bool(att.is_inline))
+    if att.item is not None:
+        if with_content:
+            shape = shape or Shape()
+            fields = set(DEFAULT_ITEM_FIELDS) | shape.fields
+            if shape.include_mime:
+                fields.add("item:MimeContent")
+            item_element(el, att.item, shape, fields)
+        return
     sub_t(el, "IsContactPhoto", "false")
     if with_content:
         sub_t(el, "Content", base64.b64encode(att.content()).decode("ascii"))
 
 
 def _headers(msg: Message) -> list[tuple[str, str]]:
-    if msg.headers:
+    """InternetMessageHeaders: an ``.eml``'s own headers; else made from the fields, with any
+    seeded ``headers`` added (one of the same name replacing the made one)."""
+    if msg.headers and msg.mime is not None:
         return list(msg.headers)
+    out = [h for h in _made_headers(msg) if h[0].lower() not in {n.lower() for n, _ in msg.headers}]
+    return out + list(msg.headers)
+
+
+def _made_headers(msg: Message) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if msg.author:
         out.append(("From", f"{msg.author.name} <{msg.author.email}>" if msg.author.name else msg.author.email))
@@ -127,12 +159,53 @@ Renderer = Callable[[etree._Element, Message, Shape], None]
 
 
 def _r_mime(p: etree._Element, m: Message, s: Shape) -> None:
-    if m.mime is not None:
-        sub_t(p, "MimeContent", base64.b64encode(m.mime).decode("ascii"), CharacterSet="UTF-8")
+    if m.mime is not None or m.embedded:
+        sub_t(p, "MimeContent", base64.b64encode(m.mime_content()).decode("ascii"), CharacterSet="UTF-8")
 
 
 def _r_parent(p: etree._Element, m: Message, s: Shape) -> None:
-    sub_t(p, "ParentFolderId", Id=m.folder.folder_id, ChangeKey=m.folder.change_key)
+    if not m.embedded:  # an attached item is in no folder
+        sub_t(p, "ParentFolderId", Id=m.folder.folder_id, ChangeKey=m.folder.change_key)
+
+
+def transport_header_list(m: Message) -> list[tuple[str, str]] | None:
+    """The headers an item arrived with (PR_TRANSPORT_MESSAGE_HEADERS, which Exchange parses into
+    InternetMessageHeaders); None for what the mailbox owner sent (it never crossed a transport
+    into this mailbox) and for items that are no message (an appointment)."""
+    if _is_from_me(m) or m.element not in MESSAGE_ELEMENTS:
+        return None
+    return _headers(m)
+
+
+def transport_headers(m: Message) -> str | None:
+    """PR_TRANSPORT_MESSAGE_HEADERS (0x007D) as Exchange stores it: one CRLF-separated block."""
+    headers = transport_header_list(m)
+    if headers is None:
+        return None
+    return "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
+
+
+# Extended properties the sandbox knows (by PropertyTag); any other requested one has no value.
+EXTENDED_BY_TAG: dict[int, Callable[[Message], str | None]] = {0x007D: transport_headers}
+
+
+def _property_tag(attrs: dict[str, str]) -> int | None:
+    tag = (attrs.get("PropertyTag") or "").strip()
+    try:
+        return int(tag, 16) if tag.lower().startswith("0x") else int(tag)
+    except ValueError:
+        return None
+
+
+def _r_extended(p: etree._Element, m: Message, s: Shape) -> None:
+    for attrs in s.extended:
+        getter = EXTENDED_BY_TAG.get(_property_tag(attrs) or -1)
+        value = getter(m) if getter is not None else None
+        if value is None:
+            continue  # like Exchange: a property without a value is left out
+        prop = sub_t(p, "ExtendedProperty")
+        sub_t(prop, "ExtendedFieldURI", **attrs)  # echoed as asked, which is how clients match it
+        sub_t(prop, "Value", value)
 
 
 def _r_attachments(p: etree._Element, m: Message, s: Shape) -> None:
@@ -140,6 +213,11 @@ def _r_attachments(p: etree._Element, m: Message, s: Shape) -> None:
         atts = sub_t(p, "Attachments")
         for att in m.attachments:
             attachment_element(atts, att, with_content=False)
+
+
+def _r_conversation(p: etree._Element, m: Message, s: Shape) -> None:
+    if not m.embedded:
+        _r_conversation_id(p, m, s)
 
 
 def _r_categories(p: etree._Element, m: Message, s: Shape) -> None:
@@ -150,8 +228,11 @@ def _r_categories(p: etree._Element, m: Message, s: Shape) -> None:
 
 
 def _r_headers(p: etree._Element, m: Message, s: Shape) -> None:
+    headers = transport_header_list(m)
+    if not headers:  # like Exchange: nothing to parse them from
+        return
     box = sub_t(p, "InternetMessageHeaders")
-    for name, value in _headers(m):
+    for name, value in headers:
         sub_t(box, "InternetMessageHeader", value, HeaderName=name)
 
 
@@ -183,6 +264,8 @@ def _conversation_index(m: Message) -> str:
     return base64.b64encode(b"\x01" + hashlib.sha1(m.conversation_id.encode()).digest()[:21]).decode()
 
 
+EXTENDED = "(extended properties)"  # pseudo path: rendered when the shape asks for any
+
 ITEM_RENDERERS: list[tuple[str, Renderer]] = [
     ("item:MimeContent", _r_mime),
     ("item:ParentFolderId", _r_parent),
@@ -208,11 +291,12 @@ ITEM_RENDERERS: list[tuple[str, Renderer]] = [
     ("item:DisplayCc", _text("DisplayCc", lambda m: "; ".join(a.display for a in m.cc))),
     ("item:DisplayTo", _text("DisplayTo", lambda m: "; ".join(a.display for a in m.to))),
     ("item:HasAttachments", _text("HasAttachments", lambda m: xml_bool(m.has_attachments))),
+    (EXTENDED, _r_extended),  # ItemType's ExtendedProperty elements sit here, before Culture
     ("item:Culture", _text("Culture", lambda m: "en-US")),
     ("item:LastModifiedName", _text("LastModifiedName", lambda m: m.folder.mailbox.split("@")[0])),
     ("item:LastModifiedTime", _dt("LastModifiedTime", lambda m: m.last_modified)),
     ("item:IsAssociated", _text("IsAssociated", lambda m: "false")),
-    ("item:ConversationId", _r_conversation_id),
+    ("item:ConversationId", _r_conversation),
     ("item:UniqueBody", lambda p, m, s: _body(p, "UniqueBody", m, s.body_type)),
     ("item:TextBody", _r_text_body),
     ("message:Sender", lambda p, m, s: _mailbox(p, "Sender", m.sender) if m.sender else None),
@@ -266,12 +350,22 @@ def wanted_item_fields(shape: Shape, *, find: bool = False) -> set[str]:
 
 
 def item_element(parent: etree._Element, msg: Message, shape: Shape, fields: set[str]) -> etree._Element:
-    el = sub_t(parent, "Message")
+    """The item as Exchange serves it: ``t:Message``, ``t:MeetingRequest``, ``t:MeetingResponse``,
+    ``t:MeetingCancellation``, ``t:MeetingMessage`` (ItemType's then MessageType's properties),
+    ``t:CalendarItem``, ``t:Contact``, ``t:Task``, ``t:PostItem`` or ``t:Item`` (ItemType's
+    properties only: they have no MessageType ones), chosen by its ItemClass."""
+    element = msg.element
+    el = sub_t(parent, element)
     if "item:MimeContent" in fields:
         _r_mime(el, msg, shape)
-    sub_t(el, "ItemId", Id=msg.item_id, ChangeKey=msg.change_key)
+    if not msg.embedded:  # an attached item has no id of its own
+        sub_t(el, "ItemId", Id=msg.item_id, ChangeKey=msg.change_key)
+    with_message_fields = element in MESSAGE_ELEMENTS
     for uri, render in ITEM_RENDERERS:
-        if uri in fields and uri != "item:MimeContent":
+        if uri == EXTENDED:
+            if shape.extended:
+                render(el, msg, shape)
+        elif uri in fields and uri != "item:MimeContent" and (with_message_fields or uri.startswith("item:")):
             render(el, msg, shape)
     return el
 

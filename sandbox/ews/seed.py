@@ -42,8 +42,16 @@ Seed description (YAML or JSON)::
 
 ``.eml`` parsing uses the standard library: the HTML part (else the text part) is the body;
 other leaf parts are attachments, inline when they have a ``Content-ID`` or an ``inline``
-disposition; ``Keywords`` become categories; the ``Date`` header is the sent time and the
+disposition; an attached email (``message/rfc822``) becomes an item attachment, as Exchange
+stores it; ``Keywords`` become categories; the ``Date`` header is the sent time and the
 newest ``Received`` header (else ``Date``) the received time.
+
+Other message keys: ``item_class`` (default ``IPM.Note``; ``IPM.Schedule.Meeting.Request``,
+``REPORT.IPM.Note.NDR``, ``IPM.Appointment``, ... are served as Exchange serves them:
+``t:MeetingRequest``, ``t:Message``, ``t:CalendarItem``), ``headers`` (``[[name, value], ...]``,
+added to the made ones, e.g. ``[[Auto-Submitted, auto-replied]]``; they also make the item's
+PR_TRANSPORT_MESSAGE_HEADERS). An item attachment is ``{item: {...message fields or eml:...},
+name: ...}``.
 """
 
 from __future__ import annotations
@@ -108,17 +116,26 @@ def load_seed(store: Store, data: dict[str, Any], *, base_dir: str | Path | None
             else:
                 messages, generate = content or [], None
             for message in messages:
-                message = dict(message)
-                eml_path = message.pop("eml", None)
-                if eml_path is not None:
-                    fields = parse_eml((base / eml_path).read_bytes())
-                    fields.update(message)  # explicit fields override what the file says
-                    message = fields
-                store.add_message(address, path, **message)
+                store.add_message(address, path, **_resolved(message, base))
             if generate:
                 generate = dict(generate)
                 store.add_synthetic(address, path, int(generate.pop("count")), start=generate.pop("start"),
                                     **generate)
+
+
+def _resolved(message: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Message fields with ``eml:`` files read (the message's own, and its attached items')."""
+    message = dict(message)
+    eml_path = message.pop("eml", None)
+    if eml_path is not None:
+        fields = parse_eml((base / eml_path).read_bytes())
+        fields.update(message)  # explicit fields override what the file says
+        message = fields
+    if message.get("attachments"):
+        message["attachments"] = [
+            {**att, "item": _resolved(att["item"], base)} if isinstance(att, dict) and att.get("item") else att
+            for att in message["attachments"]]
+    return message
 
 
 def load_eml_dir(store: Store, directory: str | Path, mailbox: str, folder: str = "Inbox") -> list[str]:
@@ -180,13 +197,19 @@ def parse_eml(raw: bytes) -> dict[str, Any]:
         importance = _IMPORTANCE.get(str(msg.get("X-Priority", "")).strip()[:1])
     if importance:
         fields["importance"] = importance
-    attachments = []
-    for part in msg.walk():
-        if part.is_multipart() or part is html_part or part is text_part:
+    attachments: list[dict[str, Any]] = []
+    for part in _leaf_parts(msg):
+        if part is html_part or part is text_part:
             continue
-        payload = part.get_payload(decode=True) or b""
         disposition = (part.get_content_disposition() or "").lower()
         content_id = str(part.get("Content-ID", "") or "").strip().strip("<>") or None
+        if part.get_content_type() == "message/rfc822":  # an attached email: Exchange makes it an ItemAttachment
+            inner = part.get_payload()[0]
+            item = parse_eml(inner.as_bytes(policy=email.policy.default))
+            attachments.append({"item": item, "name": part.get_filename() or item["subject"] or None,
+                                "is_inline": disposition == "inline", "content_id": content_id})
+            continue
+        payload = part.get_payload(decode=True) or b""
         is_inline = disposition == "inline" or (content_id is not None and disposition != "attachment")
         name = part.get_filename() or (content_id or f"attachment{len(attachments) + 1}")
         attachments.append({"name": name, "content_b64": base64.b64encode(payload).decode("ascii"),
@@ -195,6 +218,17 @@ def parse_eml(raw: bytes) -> dict[str, Any]:
     if attachments:
         fields["attachments"] = attachments
     return fields
+
+
+def _leaf_parts(part: Any) -> Any:
+    """The leaf parts of a message, an attached message (``message/rfc822``) counting as one leaf."""
+    if part.get_content_type() == "message/rfc822" and part.is_multipart():
+        yield part
+    elif part.is_multipart():
+        for sub in part.get_payload():
+            yield from _leaf_parts(sub)
+    else:
+        yield part
 
 
 def _addresses(msg: EmailMessage, header: str) -> list[Addr]:

@@ -474,6 +474,7 @@ class EwsSandbox(SandboxServer):
         return messages
 
     def _op_GetAttachment(self, ctx: Context, op: etree._Element) -> list[etree._Element]:
+        shape = Shape.parse(op.find(_q(MNS, "AttachmentShape")))  # for an item attachment's item
         messages = []
         ids = op.find(_q(MNS, "AttachmentIds"))
         for id_el in ids if ids is not None else []:
@@ -491,7 +492,7 @@ class EwsSandbox(SandboxServer):
                 messages.append(error_message("GetAttachment", error))
                 continue
             msg = success_message("GetAttachment")
-            attachment_element(sub_m(msg, "Attachments"), att, with_content=True)
+            attachment_element(sub_m(msg, "Attachments"), att, with_content=True, shape=shape)
             messages.append(msg)
         return messages
 
@@ -522,7 +523,7 @@ class EwsSandbox(SandboxServer):
                 self.store._touch(item)
             msg = success_message("UpdateItem")
             items = sub_m(msg, "Items")
-            sub_t(sub_t(items, "Message"), "ItemId", Id=item.item_id, ChangeKey=item.change_key)
+            sub_t(sub_t(items, item.element), "ItemId", Id=item.item_id, ChangeKey=item.change_key)
             sub_t(sub_m(msg, "ConflictResults"), "Count", "0")
             messages.append(msg)
         return messages

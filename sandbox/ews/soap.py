@@ -9,6 +9,7 @@ request-level errors (throttling, impersonation) are SOAP faults with the EWS er
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,6 +94,30 @@ def t(tag: str, text: str | None = None, **attrs: Any) -> etree._Element:
     return el
 
 
+# -- characters XML 1.0 cannot carry ----------------------------------------------------------
+# Exchange (.NET's XmlWriter without character checking) writes a control character in a
+# subject, body or name as a character reference (``&#x7;``), which is not well-formed XML
+# 1.0 but what clients such as exchangelib meet and parse with a recovering parser. lxml
+# refuses such characters in text, so they travel through the tree as a marker built from
+# the noncharacters U+FDD0/U+FDD1 (legal in XML) and become references in ``serialize``.
+# A real U+FDD0/U+FDD1 is marked too, so the markers are unambiguous.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ufdd0\ufdd1\ud800-\udfff]")
+_MARKED = re.compile("\ufdd0([0-9a-f]+)\ufdd1".encode())
+
+
+def xml_text(value: str) -> str:
+    """``value`` with every character XML cannot hold marked for a character reference."""
+    if _XML_ILLEGAL.search(value) is None:
+        return value
+    return _XML_ILLEGAL.sub(lambda m: f"\ufdd0{ord(m.group()):x}\ufdd1", value)
+
+
+def _references(data: bytes) -> bytes:
+    if b"\xef\xb7\x90" not in data:  # U+FDD0 in UTF-8: no marker, nothing to do
+        return data
+    return _MARKED.sub(lambda m: b"&#x" + m.group(1) + b";", data)
+
+
 _T_TAGS: dict[str, str] = {}
 _SubElement = etree.SubElement
 
@@ -103,7 +128,7 @@ def sub_t(parent: etree._Element, tag: str, text: str | None = None, **attrs: An
         qname = _T_TAGS.setdefault(tag, f"{{{TNS}}}{tag}")
     el = _SubElement(parent, qname, {k: _attr(v) for k, v in attrs.items()}) if attrs else _SubElement(parent, qname)
     if text is not None:
-        el.text = text
+        el.text = xml_text(text)
     return el
 
 
@@ -117,7 +142,7 @@ def sub_m(parent: etree._Element, tag: str, text: str | None = None, **attrs: An
 def _attr(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return xml_text(str(value))
 
 
 def xml_bool(value: bool) -> str:
@@ -153,7 +178,7 @@ def _envelope(with_header: bool = True) -> tuple[etree._Element, etree._Element]
 
 
 def serialize(envelope: etree._Element) -> bytes:
-    return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+    return _references(etree.tostring(envelope, xml_declaration=True, encoding="utf-8"))
 
 
 def response_envelope(operation: str, messages: list[etree._Element]) -> bytes:

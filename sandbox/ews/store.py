@@ -20,8 +20,10 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+import email.policy
 from datetime import UTC, datetime, timedelta
-from email.utils import getaddresses, parseaddr
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 from html.parser import HTMLParser
 from typing import Any
 
@@ -44,6 +46,40 @@ WELL_KNOWN_FOLDERS: tuple[tuple[str, str, str | None, str, str | None], ...] = (
 
 SENSITIVITIES = ("Normal", "Personal", "Private", "Confidential")
 IMPORTANCES = ("Low", "Normal", "High")
+
+# Message class (case-insensitive, the class or one below it) -> the EWS element Exchange serves
+# such an item as, in FindItem, GetItem, SyncFolderItems and as an attached item. Meeting
+# responses are MeetingResponse (AcceptItem/DeclineItem/TentativelyAcceptItem only exist to
+# *create* a response); reports (REPORT.*) and every IPM.Note.* class are Message. First match wins.
+ELEMENT_BY_CLASS: tuple[tuple[str, str], ...] = (
+    ("IPM.Schedule.Meeting.Request", "MeetingRequest"),
+    ("IPM.Schedule.Meeting.Resp", "MeetingResponse"),
+    ("IPM.Schedule.Meeting.Canceled", "MeetingCancellation"),
+    ("IPM.Schedule.Meeting", "MeetingMessage"),
+    ("IPM.Appointment", "CalendarItem"),
+    ("IPM.OLE.CLASS.{00061055-0000-0000-C000-000000000046}", "CalendarItem"),
+    ("IPM.Contact", "Contact"),
+    ("IPM.DistList", "DistributionList"),
+    ("IPM.Task", "Task"),
+    ("IPM.Post", "PostItem"),
+    ("IPM.Note", "Message"),
+    ("REPORT", "Message"),
+    ("IPM.TaskRequest", "Message"),
+    ("IPM.Sharing", "Message"),
+    ("IPM.Outlook.Recall", "Message"),
+    ("IPM.Recall.Report", "Message"),
+)
+MESSAGE_ELEMENTS = frozenset({"Message", "MeetingRequest", "MeetingResponse", "MeetingCancellation", "MeetingMessage"})
+
+
+def element_for_class(item_class: str) -> str:
+    """The EWS element for a message class; ``Item`` for a class EWS has no type of its own for."""
+    cls = (item_class or "IPM.Note").strip().casefold()
+    for prefix, element in ELEMENT_BY_CLASS:
+        p = prefix.casefold()
+        if cls == p or cls.startswith(p + "."):
+            return element
+    return "Item"
 
 
 def _now() -> datetime:
@@ -108,7 +144,12 @@ class Addr:
 
 @dataclass(eq=False)
 class Attachment:
-    """A file attachment. ``data=None`` means synthetic: ``size`` deterministic bytes made on fetch."""
+    """A file attachment, or with ``item`` set an item attachment (an attached email, meeting, ...).
+
+    File: ``data=None`` means synthetic, ``size`` deterministic bytes made on fetch. Item:
+    ``item`` is the attached item (a :class:`Message` in no folder index, without an item
+    id), ``size`` its size and :meth:`content` its MIME content.
+    """
 
     attachment_id: str
     name: str
@@ -119,8 +160,15 @@ class Attachment:
     data: bytes | None = None
     last_modified: datetime = field(default_factory=_now)
     synthetic_seed: str = ""
+    item: Message | None = None
+
+    @property
+    def is_item(self) -> bool:
+        return self.item is not None
 
     def content(self) -> bytes:
+        if self.item is not None:
+            return self.item.mime_content()
         if self.data is not None:
             return self.data
         return synthetic_bytes(self.synthetic_seed or self.name, self.size)
@@ -167,6 +215,12 @@ class Message:
     headers: tuple[tuple[str, str], ...] = ()
     mime: bytes | None = None
     version: int = 1
+    embedded: bool = False  # the item of an item attachment: no id, no folder index
+
+    @property
+    def element(self) -> str:
+        """The EWS element Exchange serves this item as (``Message``, ``MeetingRequest``, ...)."""
+        return element_for_class(self.item_class)
 
     @property
     def change_key(self) -> str:
@@ -193,8 +247,24 @@ class Message:
     def conversation_topic(self) -> str:
         return re.sub(r"^\s*((re|fw|fwd|aw|wg)\s*:\s*)+", "", self.subject, flags=re.IGNORECASE)
 
+    def mime_content(self) -> bytes:
+        """The item as RFC 822 bytes: the ``.eml`` it was seeded from, else made from its fields."""
+        if self.mime is not None:
+            return self.mime
+        out = EmailMessage(policy=email.policy.SMTP)
+        for name, value in (("From", _mime_addrs((self.author,) if self.author else ())), ("To", _mime_addrs(self.to)),
+                            ("Cc", _mime_addrs(self.cc)), ("Subject", self.subject),
+                            ("Date", format_datetime(self.sent) if self.sent else ""),
+                            ("Message-ID", self.message_id or ""), ("In-Reply-To", self.in_reply_to or ""),
+                            ("References", " ".join(self.references))):
+            if value:
+                out[name] = _printable(value)
+        out.set_content(self.body, subtype="html" if self.body_type == "HTML" else "plain")
+        return out.as_bytes()
+
     def summary(self) -> dict[str, Any]:
-        return {"item_id": self.item_id, "subject": self.subject, "categories": list(self.categories),
+        return {"item_id": self.item_id, "subject": self.subject, "item_class": self.item_class,
+                "categories": list(self.categories),
                 "received": self.received.isoformat() if self.received else None,
                 "message_id": self.message_id}
 
@@ -417,13 +487,26 @@ class Store:
         reply_to, sent, received (ISO text or datetime), message_id, in_reply_to, references
         (list or space-separated text), conversation_id, categories, sensitivity, importance,
         item_class, is_read, attachments [{name, size | content | content_b64, content_type,
-        is_inline, content_id}], headers [(name, value)], mime (raw RFC 822 bytes).
+        is_inline, content_id} or {item: {message fields}, name, is_inline} for an item
+        attachment], headers [(name, value)], mime (raw RFC 822 bytes).
         """
         with self.lock:
             folder = self.folder(mailbox, folder_path, create=True)
             return self._add_message(folder, fields).item_id
 
     def _add_message(self, folder: Folder, fields: dict[str, Any]) -> Message:
+        msg = self._build_message(folder, fields)
+        item_id, seq = msg.item_id, msg.seq
+        folder.items[item_id] = msg
+        bisect.insort(folder.by_received, (msg.received, seq, item_id))
+        bisect.insort(folder.by_sent, (msg.sent, seq, item_id))
+        folder.changes.append((seq, "create", item_id, seq, msg.change_key))
+        folder.version += 1
+        self.items[item_id] = msg
+        return msg
+
+    def _build_message(self, folder: Folder, fields: dict[str, Any], *, embedded: bool = False) -> Message:
+        """A message from seed fields; ``embedded``: the item of an item attachment (no id, no change)."""
         fields = dict(fields)
         unknown = set(fields) - _MESSAGE_FIELDS
         if unknown:
@@ -448,8 +531,8 @@ class Store:
             references = tuple(references.split())
         message_id = fields.pop("message_id", None)
         in_reply_to = fields.pop("in_reply_to", None)
-        seq = self._next_seq()
-        item_id = self._new_id("AAMkAD", "item")
+        seq = 0 if embedded else self._next_seq()
+        item_id = "" if embedded else self._new_id("AAMkAD", "item")
         categories = fields.pop("categories", None) or ()
         if isinstance(categories, str):
             categories = (categories,)
@@ -474,17 +557,11 @@ class Store:
             item_class=fields.pop("item_class", None) or "IPM.Note",
             is_read=bool(fields.pop("is_read", False)),
             headers=tuple(tuple(h) for h in fields.pop("headers", None) or ()),
-            mime=fields.pop("mime", None),
+            mime=fields.pop("mime", None), embedded=embedded,
         )
         msg.conversation_id = fields.pop("conversation_id", None) or _conversation_id(msg)
         for att in fields.pop("attachments", None) or ():
             self._attach(msg, att)
-        folder.items[item_id] = msg
-        bisect.insort(folder.by_received, (msg.received, seq, item_id))
-        bisect.insort(folder.by_sent, (msg.sent, seq, item_id))
-        folder.changes.append((seq, "create", item_id, seq, msg.change_key))
-        folder.version += 1
-        self.items[item_id] = msg
         return msg
 
     def _known_addr(self, addr: Addr | None) -> Addr | None:
@@ -501,6 +578,12 @@ class Store:
     def _attach(self, msg: Message, spec: dict[str, Any] | Attachment) -> Attachment:
         if isinstance(spec, Attachment):
             att = spec
+        elif spec.get("item") is not None:  # an item attachment: the attached email, meeting, ...
+            item = self._build_message(msg.folder, spec["item"], embedded=True)
+            att = Attachment(attachment_id="", name=spec.get("name") or item.subject or "Untitled Attachment",
+                             content_type=spec.get("content_type") or "", size=item.size,
+                             is_inline=bool(spec.get("is_inline", False)), content_id=spec.get("content_id"),
+                             last_modified=msg.received or _now(), item=item)
         else:
             spec = dict(spec)
             name = spec.get("name") or "attachment.bin"
@@ -627,6 +710,15 @@ _MESSAGE_FIELDS = {
     "received", "message_id", "in_reply_to", "references", "conversation_id", "categories", "sensitivity",
     "importance", "item_class", "is_read", "attachments", "headers", "mime",
 }
+
+
+def _mime_addrs(addrs: Iterable[Addr]) -> str:
+    return ", ".join(formataddr((a.name, a.email)) for a in addrs)
+
+
+def _printable(value: str) -> str:
+    """A header value the email package accepts (no line breaks or other control characters)."""
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", value).strip()
 
 
 def _conversation_id(msg: Message) -> str:

@@ -24,7 +24,27 @@ from email_sync.rules.addresses import (
         ("mailto:bob@example.com", "bob@example.com"),
         ("MAILTO:Bob@example.com", "bob@example.com"),
         ("<mailto:bob@example.com>", "bob@example.com"),
-        ("'bob@example.com'", "bob@example.com"),
+        # issue 14.7: quotes are characters of the address, never stripped (this row used to
+        # expect "bob@example.com", the defect); an apostrophe is legal atext (RFC 5322 §3.2.3)
+        ("'bob@example.com'", "'bob@example.com'"),
+        ("'em@initech.com", "'em@initech.com"),
+        ("O'Brien@X.com", "o'brien@x.com"),
+        ("Em <'em@initech.com>", "'em@initech.com"),
+        ("mailto:'em@initech.com", "'em@initech.com"),
+        # a quoted local part keeps its quotes (and may hold spaces and "@")
+        ('"john doe"@x.com', '"john doe"@x.com'),
+        ('"John Doe"@X.com.', '"john doe"@x.com'),
+        ('"johndoe"@x.com', '"johndoe"@x.com'),
+        ('"a@b"@x.com', '"a@b"@x.com'),
+        ('"a\\"b"@x.com', '"a\\"b"@x.com'),
+        ('Doe <"john doe"@x.com>', '"john doe"@x.com'),
+        # a quote outside a whole quoted local part is no address
+        ('"em@initech.com', None),
+        ('em@initech.com"', None),
+        ('"bob@example.com"', None),
+        ('a"b@x.com', None),
+        ('""@x.com', None),
+        ('"john doe" @x.com', None),
         ("bob@example.com.", "bob@example.com"),
         # conservative: no dot or plus-tag stripping
         ("first.last+tag@gmail.com", "first.last+tag@gmail.com"),
@@ -40,6 +60,14 @@ from email_sync.rules.addresses import (
 )
 def test_normalize_address(raw: str | None, expected: str | None) -> None:
     assert normalize_address(raw) == expected
+
+
+def test_quote_characters_keep_addresses_apart() -> None:
+    """Defect (issue 14.7): a leading quote was stripped, so 'em@initech.com matched em@initech.com."""
+    assert normalize_address("'em@initech.com") != normalize_address("em@initech.com")
+    assert normalize_address('"john doe"@x.com') != normalize_address("johndoe@x.com")
+    assert normalize_address('"johndoe"@x.com') != normalize_address("johndoe@x.com")
+    assert normalize_address("o'brien@x.com") == "o'brien@x.com"
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from email_sync.rules.classify import Decision, SkipReason, classify, compile_rules, is_outbound_folder
+from email_sync.rules.item_kinds import ItemKind
 from email_sync.rules.matching import finalize
 from email_sync.rules.keys import message_key
 from email_sync.rules.matching import Match
@@ -66,6 +67,10 @@ class Case:
 
 REPLY_TO_RECORDED = {message_key("orig@example.com"): NOW - timedelta(days=3)}
 REPLY_TO_OLD = {message_key("orig@example.com"): NOW - timedelta(days=11)}
+# issue 14.6: in a backfill the reply itself lies in the past; the window runs from the original to it
+BACKFILL_REPLY = dict(in_reply_to="<orig@example.com>", received_at=NOW - timedelta(days=6),
+                      sent_at=NOW - timedelta(days=6, minutes=1))
+ORIGINAL_12_DAYS_AGO = {message_key("orig@example.com"): NOW - timedelta(days=12)}
 
 CASES = [
     # --- recorded candidates, direction and participants
@@ -139,6 +144,17 @@ CASES = [
          SkipReason.NOT_DESIGNATED, mode=Mode.DESIGNATED, recorded=REPLY_TO_OLD),
     Case("designated: configurable reply window", inbound(in_reply_to="<orig@example.com>"), None,
          mode=Mode.DESIGNATED, recorded=REPLY_TO_OLD, org={"reply_window_days": 12}),
+    Case("designated: backfilled reply 6 days after an original 12 days old", inbound(**BACKFILL_REPLY), None,
+         mode=Mode.DESIGNATED, recorded=ORIGINAL_12_DAYS_AGO, expect={"is_reply": True}),
+    Case("designated: reply exactly at the window's end", inbound(in_reply_to="<orig@example.com>"), None,
+         mode=Mode.DESIGNATED, recorded={message_key("orig@example.com"): NOW - timedelta(days=10)},
+         expect={"is_reply": True}),
+    Case("designated: reply a second past the window", inbound(in_reply_to="<orig@example.com>"),
+         SkipReason.NOT_DESIGNATED, mode=Mode.DESIGNATED,
+         recorded={message_key("orig@example.com"): NOW - timedelta(days=10, seconds=1)}),
+    Case("designated: an original later than the reply is no original", inbound(in_reply_to="<orig@example.com>"),
+         SkipReason.NOT_DESIGNATED, mode=Mode.DESIGNATED,
+         recorded={message_key("orig@example.com"): NOW + timedelta(hours=1)}),
     Case("designated: reply to an email never recorded", inbound(in_reply_to="<other@example.com>"),
          SkipReason.NOT_DESIGNATED, mode=Mode.DESIGNATED, recorded=REPLY_TO_RECORDED),
     Case("designated: outbound replies are not auto-recorded", outbound(in_reply_to="<orig@example.com>"),
@@ -173,6 +189,7 @@ def test_every_skip_reason_is_covered() -> None:
     covered = {c.reason for c in CASES} | {SkipReason.NOT_MATCHED}  # below
     covered.add(SkipReason.SUBJECT_TOO_LONG)  # tests/core/test_tasks.py
     covered.add(SkipReason.ALREADY_RECORDED)  # the pipeline: tests/dags/test_sync_pipeline.py (backfill, Sync Now)
+    covered |= {SkipReason(k.value) for k in ItemKind if k is not ItemKind.EMAIL}  # tests/core/test_item_kinds.py
     assert covered - {None} == set(SkipReason)
 
 
@@ -223,3 +240,43 @@ def test_missing_optional_fields_do_not_crash() -> None:
     rules = compile_rules(SETTINGS, ORG)
     odd = replace(inbound(), sensitivity=None, folder=None, categories=(None, "CRM"))  # type: ignore[arg-type]
     assert classify(odd, rules).record
+
+
+def test_backfilled_reply_finds_its_original_through_the_documented_lookup(tmp_path) -> None:  # noqa: ANN001
+    """Defect (issue 14.6): a reply received 6 days ago to an original recorded 12 days ago was
+    skipped in a backfill: its original was looked up with ``since = now - 10 days`` and so never
+    reached classify. The lookup now starts at the earliest reply time minus the window."""
+    from email_sync.rules.classify import reply_lookup_since
+    from email_sync.store.state_store import LedgerClaim, StateStore
+
+    store = StateStore.from_url(f"sqlite:///{tmp_path / 'state.db'}")
+    store.create_schema()
+    original_at = NOW - timedelta(days=12)
+    key = message_key("<orig@example.com>")
+    store.claim("alice", "r0", [LedgerClaim("k-orig", key, "AAMk-0", "Sent Items", 1, 1, original_at)])
+    store.mark_created({"k-orig": ("00T000000000001AAA", True)}, "r0")
+
+    rules = compile_rules(replace(SETTINGS, mode=Mode.DESIGNATED), ORG)
+    reply = inbound(**BACKFILL_REPLY)
+    other = inbound(message_id="<m3@acme.example>", received_at=NOW)  # names no other email: no bound
+    since = reply_lookup_since([other, reply], rules)
+    assert since == reply.sent_at - timedelta(days=10)
+    recorded = store.recorded_since("alice", [key], since)
+    assert recorded == {key: original_at}
+    decision = classify(reply, rules, recorded)
+    assert decision.record and decision.is_reply
+    # what the filter step used to pass: the original falls outside "now - 10 days"
+    assert store.recorded_since("alice", [key], NOW - timedelta(days=10)) == {}
+    store.engine.dispose()
+
+
+def test_reply_lookup_since_without_replies_or_times() -> None:
+    from email_sync.rules.classify import reply_lookup_since
+
+    rules = compile_rules(SETTINGS, replace(ORG, reply_window_days=3))
+    assert reply_lookup_since([], rules) is None
+    assert reply_lookup_since([inbound(), inbound(references=("<>",))], rules) is None
+    undated = inbound(in_reply_to="<orig@example.com>", received_at=None, sent_at=None)
+    assert reply_lookup_since([undated], rules) is None
+    naive = inbound(references=("<orig@example.com>",), received_at=NOW.replace(tzinfo=None), sent_at=None)
+    assert reply_lookup_since([undated, naive], rules) == NOW - timedelta(days=3)

@@ -134,3 +134,30 @@ def test_lookup_addresses_and_match_decision() -> None:
     match = match_decision(live, INDEX, shared, org)
     assert match is not None and match.related_contact_ids == ("003C",)
     assert match_decision(dead, INDEX, shared, org) is None
+
+
+def test_a_quote_in_the_sender_is_part_of_the_address() -> None:
+    """Defect (issue 14.7): normalisation stripped a leading quote, so mail from 'em@initech.com was
+    attached to the Contact em@initech.com (another mailbox, possibly another person)."""
+    from email_sync.rules.classify import classify, compile_rules
+    from email_sync.rules.models import Address, MailItem
+    from email_sync.rules.settings import Mode
+
+    rows = [{"Id": "003E", "CreatedDate": "2020-01-01T00:00:00Z", "Email": "Em@Initech.com"},
+            {"Id": "003O", "CreatedDate": "2020-01-01T00:00:00Z", "Email": "O'Brien@Initech.com"}]
+    index = RecordIndex(records_from_rows("Contact", rows, ["Email"]))
+    rules = compile_rules(replace(JOB, mode=Mode.ALL), OrgSettings(internal_domains=("example.com",)))
+
+    def who(sender: str) -> str | None:
+        mail = MailItem(item_id="i", message_id="<m@initech.com>", folder="Inbox", sender=Address(sender),
+                        to=(Address("a@example.com"),), received_at=datetime(2026, 3, 10, tzinfo=UTC))
+        decision = classify(mail, rules)
+        assert decision.record, decision
+        match = match_participants(decision.participants, index, shared_activities=False, max_relations=50)
+        return match.who_id if match else None
+
+    assert who("'em@initech.com") is None
+    assert who('"em"@initech.com') is None
+    assert who("EM@initech.com") == "003E"  # case still folds
+    assert who("Em <em@initech.com>") == "003E"
+    assert who("o'brien@initech.com") == "003O"

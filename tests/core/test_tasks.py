@@ -18,7 +18,7 @@ from email_sync.rules.matching import Match
 from email_sync.rules.models import Address, AttachmentRef, Direction, MailItem
 from email_sync.rules.settings import JobSettings, Mode, OrgSettings
 from email_sync.rules.tasks import build_tasks, field_limits_from_describe
-from email_sync.rules.text import FieldLimit
+from email_sync.rules.text import FieldLimit, fits
 
 OWNER = "005000000000001AAA"
 CONTACT = Match("003000000000001AAA", "Contact", ("003000000000001AAA", "003000000000002AAA"))
@@ -120,9 +120,75 @@ def test_long_description_split_into_labelled_parts() -> None:
     assert all(t.fields[IDEMPOTENCY_FIELD] == t.idempotency_key for t in result.tasks)
 
 
-def test_part_suffix_can_make_subject_too_long() -> None:
-    result = build(item(subject="x" * 250, body="y " * 20_000))
-    assert result.skip_reason is SkipReason.SUBJECT_TOO_LONG and "2 parts" in result.detail
+def test_part_marker_moves_into_description_when_subject_has_no_room() -> None:
+    """Defect (issue 14.5): a 250-character subject with a body needing two parts was skipped as
+    subject_too_long, because " (part i of n)" pushed the Subject past 255. (This test used to
+    assert that skip.) The marker now goes on the first line of each Description instead."""
+    subject, body = "x" * 250, "y " * 20_000
+    result = build(item(subject=subject, body=body))
+    assert result.skip_reason is None and result.parts == 2
+    assert [t.fields["Subject"] for t in result.tasks] == [subject, subject]
+    descriptions = [t.fields["Description"] for t in result.tasks]
+    assert [d.split("\n", 1)[0] for d in descriptions] == ["(part 1 of 2)", "(part 2 of 2)"]
+    assert "".join(d.split("\n", 1)[1] for d in descriptions) == body  # none lost
+    assert all(len(d) <= 32_000 for d in descriptions)
+    assert [t.idempotency_key for t in result.tasks] == [idempotency_key("alice", "<m1@acme.example>", i) for i in (1, 2)]
+
+
+def test_part_marker_stays_in_subject_while_it_fits() -> None:
+    subject = "x" * (255 - len(" (part 2 of 2)"))
+    result = build(item(subject=subject, body="y " * 20_000))
+    assert [t.fields["Subject"] for t in result.tasks] == [f"{subject} (part {i} of 2)" for i in (1, 2)]
+    assert "".join(t.fields["Description"] for t in result.tasks) == "y " * 20_000
+    # one character more and the marker moves, for every part of the email alike
+    moved = build(item(subject=subject + "x", body="y " * 20_000))
+    assert [t.fields["Subject"] for t in moved.tasks] == [subject + "x"] * 2
+    assert all(t.fields["Description"].startswith(f"(part {t.part} of 2)\n") for t in moved.tasks)
+
+
+def test_only_a_subject_too_long_on_its_own_is_skipped_when_split() -> None:
+    result = build(item(subject="x" * 256, body="y " * 20_000))
+    assert (result.skip_reason, result.tasks) == (SkipReason.SUBJECT_TOO_LONG, ())
+    assert result.detail == "256 characters"
+
+
+def test_description_marker_counts_against_byte_limit() -> None:
+    """The marker is reserved in UTF-16 units and bytes: each Description still fits describe's limits."""
+    limit = FieldLimit(40, 60)
+    body = "ü" * 100  # 2 bytes each: the byte limit binds
+    result = build(item(subject="S" * 250, body=body), limits={"Description": limit})
+    assert result.skip_reason is None and result.parts >= 2
+    assert all(fits(t.fields["Description"], limit) for t in result.tasks)
+    assert "".join(t.fields["Description"].split("\n", 1)[1] for t in result.tasks) == body
+
+
+def test_marker_reserve_grows_with_the_part_count() -> None:
+    """Nine parts at full size become ten once the marker is reserved: "(part 10 of 10)" must fit too."""
+    limit = FieldLimit(30)
+    body = "z" * (30 * 9)  # nine full parts without a marker
+    result = build(item(subject="S" * 250, body=body), limits={"Description": limit})
+    n = result.parts
+    assert n >= 10
+    assert all(fits(t.fields["Description"], limit) for t in result.tasks)
+    assert [t.fields["Description"].split("\n", 1)[0] for t in result.tasks] == [f"(part {i} of {n})" for i in range(1, n + 1)]
+    assert "".join(t.fields["Description"].split("\n", 1)[1] for t in result.tasks) == body
+
+
+@given(st.text(min_size=0, max_size=600), st.integers(min_value=20, max_value=80))
+@settings(max_examples=150, deadline=None)
+def test_parts_with_markers_in_description_rebuild_the_body(body: str, description_limit: int) -> None:
+    limit = FieldLimit(description_limit)
+    result = build(item(body=body, subject="S" * 255), limits={"Description": limit})
+    assert result.skip_reason is None
+    n = result.parts
+    assert all(t.fields["Subject"] == "S" * 255 for t in result.tasks)
+    if n == 1:
+        assert result.tasks[0].fields.get("Description", "") == body
+        return
+    assert all(fits(t.fields["Description"], limit) for t in result.tasks)
+    lines = [t.fields["Description"].split("\n", 1) for t in result.tasks]
+    assert [first for first, _ in lines] == [f"(part {i} of {n})" for i in range(1, n + 1)]
+    assert "".join(rest for _, rest in lines) == body
 
 
 def test_describe_length_drives_split() -> None:

@@ -168,6 +168,17 @@ class FakeMailSource(MailSource):
         self._requests["GetAttachment"] += 1
         return [self.mailbox.attachments.get(i, KeyError(f"no attachment {i}")) for i in ids]
 
+    def find_by_message_id(self, folders: Sequence[Folder], message_ids: Sequence[str]) -> dict[str, list[CategoryTarget]]:
+        self._log("find_by_message_id", [f.path for f in folders], list(message_ids))
+        wanted, paths = set(message_ids), {f.path for f in folders}
+        found: dict[str, list[CategoryTarget]] = {}
+        for path, items in self.mailbox.folders.items():
+            for item in items:
+                if path in paths and isinstance(item, MailItem) and item.message_id in wanted:
+                    found.setdefault(item.message_id, []).append(
+                        CategoryTarget(item.item_id, item.change_key, item.categories))
+        return found
+
     def add_category(self, items: Iterable[CategoryTarget], category: str) -> list[str]:
         targets = list(items)
         self._log("add_category", targets, category)

@@ -550,3 +550,185 @@ def test_cli_prints_endpoint_without_passwords(tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+# -- item classes: what Exchange serves for meetings, appointments, reports (issue 14.4) -------------
+
+KINDS = [  # (item class, the element Exchange serves, exchangelib's class for it)
+    ("IPM.Note", "Message", "Message"),
+    ("IPM.Schedule.Meeting.Request", "MeetingRequest", "MeetingRequest"),
+    ("IPM.Schedule.Meeting.Resp.Pos", "MeetingResponse", "MeetingResponse"),
+    ("IPM.Schedule.Meeting.Resp.Neg", "MeetingResponse", "MeetingResponse"),
+    ("IPM.Schedule.Meeting.Resp.Tent", "MeetingResponse", "MeetingResponse"),
+    ("IPM.Schedule.Meeting.Canceled", "MeetingCancellation", "MeetingCancellation"),
+    ("IPM.Appointment", "CalendarItem", "CalendarItem"),
+    ("REPORT.IPM.Note.IPNRN", "Message", "Message"),
+    ("REPORT.IPM.Note.IPNNRN", "Message", "Message"),
+    ("REPORT.IPM.Note.DR", "Message", "Message"),
+    ("REPORT.IPM.Note.NDR", "Message", "Message"),
+    ("IPM.Note.Rules.OofTemplate.Microsoft", "Message", "Message"),
+    ("IPM.Note.Rules.ReplyTemplate.Microsoft", "Message", "Message"),
+]
+
+
+@pytest.fixture
+def kinds_inbox():
+    seed = {"accounts": [{"username": "alice", "password": "alice-pw", "email": ALICE}],
+            "mailboxes": {ALICE: {"folders": {"Inbox": [
+                {"subject": f"Kind {n}", "item_class": item_class, "from": "Carol <carol@client.example>",
+                 "to": [ALICE], "received": f"2024-05-01T10:{n:02d}:00Z", "message_id": f"<kind-{n}@client.example>",
+                 "body": f"body {n}"}
+                for n, (item_class, _, _) in enumerate(KINDS)]}}}}
+    with EwsSandbox(seed) as server:
+        yield server
+
+
+def test_item_classes_are_served_as_exchange_elements(kinds_inbox):
+    ews = kinds_inbox
+    inbox_id = ews.store.folder(ALICE, "Inbox").folder_id
+    find = raw_soap(ews, f"""<m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>
+      <t:AdditionalProperties><t:FieldURI FieldURI="item:ItemClass"/><t:FieldURI FieldURI="item:Subject"/>
+      </t:AdditionalProperties></m:ItemShape><m:ParentFolderIds><t:FolderId Id="{inbox_id}"/></m:ParentFolderIds>
+      </m:FindItem>""")
+    served = {el.find("{*}Subject").text: (el.tag.rsplit("}", 1)[1], el.find("{*}ItemClass").text)
+              for el in find.find(".//{*}RootFolder/{*}Items")}
+    assert served == {f"Kind {n}": (element, item_class) for n, (item_class, element, _) in enumerate(KINDS)}
+
+    account = connect(ews)
+    items = list(account.inbox.all().order_by("datetime_received"))  # FindItem + GetItem, every property
+    assert [(type(i).__name__, i.item_class) for i in items] == [(cls, c) for c, _, cls in KINDS]
+    by_class = {i.item_class: i for i in items}
+    request = by_class["IPM.Schedule.Meeting.Request"]  # MessageType's properties come with a meeting message
+    assert (request.subject, request.author.email_address, request.message_id) == (
+        "Kind 1", "carol@client.example", "<kind-1@client.example>")
+    assert [r.email_address for r in request.to_recipients] == [ALICE]
+    appointment = by_class["IPM.Appointment"]  # an appointment has ItemType's properties only
+    assert appointment.subject == "Kind 6" and str(appointment.body) == "body 6"
+    assert not hasattr(appointment, "to_recipients")
+    # SyncFolderItems and UpdateItem answer with the same elements
+    kinds = {item.item_class: type(item).__name__ for _, item in account.inbox.sync_items(only_fields=["item_class"])}
+    assert kinds == {c: cls for c, _, cls in KINDS}
+    appointment.categories = ["Salesforce"]
+    appointment.save(update_fields=["categories"])
+    assert ews.store.message(appointment.id).categories == ("Salesforce",)
+
+
+def test_item_class_restriction_on_find_item(kinds_inbox):
+    account = connect(kinds_inbox)
+    meetings = account.inbox.filter(item_class__startswith="IPM.Schedule.Meeting").only("item_class")
+    assert sorted(m.item_class for m in meetings) == sorted(c for c, _, _ in KINDS if c.startswith("IPM.Schedule"))
+    reports = account.inbox.filter(item_class__istartswith="report.").only("subject")
+    assert reports.count() == 4
+
+
+def test_headers_as_they_arrived():
+    """InternetMessageHeaders (exchangelib ``headers``) and PR_TRANSPORT_MESSAGE_HEADERS (0x007D),
+    one header block: seeded ``headers`` added to the made ones; none for what the owner sent."""
+    seed = {"accounts": [{"username": "alice", "password": "alice-pw", "email": ALICE}],
+            "mailboxes": {ALICE: {"folders": {
+                "Inbox": [{"subject": "Away", "from": "carol@client.example", "to": [ALICE],
+                           "message_id": "<oof@client.example>", "received": "2024-05-01T10:00:00Z",
+                           "headers": [["Auto-Submitted", "auto-replied"]]},
+                          {"subject": "Hello", "from": "carol@client.example", "to": [ALICE],
+                           "received": "2024-05-01T11:00:00Z"}],
+                "Sent Items": [{"subject": "Mine", "from": ALICE, "to": ["carol@client.example"],
+                                "sent": "2024-05-01T12:00:00Z"}]}}}}
+    with EwsSandbox(seed) as ews:
+        account = connect(ews)
+        away, hello = account.inbox.all().only("subject", "headers").order_by("datetime_received")
+        away_headers = {h.name: h.value for h in away.headers}
+        assert away_headers["Auto-Submitted"] == "auto-replied"
+        assert (away_headers["From"], away_headers["Subject"], away_headers["Message-ID"]) == (
+            "carol@client.example", "Away", "<oof@client.example>")
+        assert "Auto-Submitted" not in {h.name for h in hello.headers}
+        [mine] = account.sent.all().only("subject", "headers")
+        assert mine.headers is None  # never crossed a transport into this mailbox
+
+        ids = "".join(f'<t:ItemId Id="{m.item_id}"/>' for m in ews.store.messages(ALICE))
+        raw = raw_soap(ews, f"""<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties>
+          <t:ExtendedFieldURI PropertyTag="0x7d" PropertyType="String"/>
+          <t:ExtendedFieldURI PropertyTag="0x1000" PropertyType="String"/></t:AdditionalProperties></m:ItemShape>
+          <m:ItemIds>{ids}</m:ItemIds></m:GetItem>""")
+        answers = raw.findall(".//{*}Items/{*}Message")
+        blocks = [[p.find("{*}Value").text for p in m.findall("{*}ExtendedProperty")] for m in answers]
+        assert len(blocks) == 3 and blocks[2] == []  # the sent item has none; 0x1000 is not served
+        assert [len(b) for b in blocks[:2]] == [1, 1]
+        assert "\r\nAuto-Submitted: auto-replied\r\n" in blocks[0][0] and blocks[0][0].endswith("\r\n\r\n")
+        uri = answers[0].find("{*}ExtendedProperty/{*}ExtendedFieldURI")
+        assert (uri.get("PropertyTag"), uri.get("PropertyType")) == ("0x7d", "String")  # echoed as asked
+
+
+# -- item attachments and control characters (issue 14.11) ------------------------------------------
+
+def test_item_attachment_is_served_as_item_attachment(tmp_path):
+    inner_eml = (DATA / "eml" / "plain_outbound.eml").read_bytes()
+    outer = tmp_path / "forward.eml"
+    outer.write_bytes(
+        b"From: Carol <carol@client.example>\r\nTo: alice@example.com\r\nSubject: Fwd: the quote\r\n"
+        b"Message-ID: <fwd-1@client.example>\r\nDate: Wed, 08 May 2024 09:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n"
+        b"--b1\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n" + inner_eml +
+        b"\r\n--b1--\r\n")
+    seed = {"accounts": [{"username": "alice", "password": "alice-pw", "email": ALICE}],
+            "mailboxes": {ALICE: {"folders": {"Inbox": [
+                {"subject": "With an attached meeting", "from": "carol@client.example", "to": [ALICE],
+                 "received": "2024-05-01T10:00:00Z",
+                 "attachments": [{"name": "notes.txt", "content": "hello"},
+                                 {"item": {"subject": "Kick-off", "item_class": "IPM.Schedule.Meeting.Request",
+                                           "from": "dave@client.example", "to": [ALICE], "body": "Agenda"}}]},
+                {"eml": str(outer)}]}}}}
+    with EwsSandbox(seed) as ews:
+        account = connect(ews)
+        meeting_mail, forward = account.inbox.all().order_by("datetime_received")
+        by_type = {type(a).__name__: a for a in meeting_mail.attachments}  # exchangelib lists items first
+        notes, attached = by_type["FileAttachment"], by_type["ItemAttachment"]
+        assert len(meeting_mail.attachments) == 2 and notes.content == b"hello"
+        assert (attached.name, attached.is_inline) == ("Kick-off", False)
+        stored = ews.store.message(meeting_mail.id).attachments[1]
+        assert attached.size == stored.size == stored.item.size
+        ews.calls.reset()
+        item = attached.item  # GetAttachment: the attached item with its properties
+        assert ews.calls.snapshot() == {"GetAttachment": 1}
+        assert (type(item).__name__, item.item_class, item.subject, str(item.body)) == (
+            "MeetingRequest", "IPM.Schedule.Meeting.Request", "Kick-off", "Agenda")
+        assert item.author.email_address == "dave@client.example" and item.id is None  # no id of its own
+        assert b"Subject: Kick-off" in item.mime_content
+
+        [attached_email] = forward.attachments  # an .eml's message/rfc822 part: an item attachment too
+        assert type(attached_email).__name__ == "ItemAttachment"
+        assert attached_email.item.subject == "Quote for 2024"
+        assert attached_email.item.mime_content == inner_eml
+
+        item_id = meeting_mail.id
+        raw = raw_soap(ews, f"""<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties>
+          <t:FieldURI FieldURI="item:Attachments"/></t:AdditionalProperties></m:ItemShape>
+          <m:ItemIds><t:ItemId Id="{item_id}"/></m:ItemIds></m:GetItem>""")
+        listed = raw.find(".//{*}Attachments/{*}ItemAttachment")
+        assert [c.tag.rsplit("}", 1)[1] for c in listed] == ["AttachmentId", "Name", "Size", "LastModifiedTime",
+                                                             "IsInline"]  # metadata only, no item
+        answer = raw_soap(ews, f"""<m:GetAttachment><m:AttachmentIds><t:AttachmentId Id="{stored.attachment_id}"/>
+          </m:AttachmentIds></m:GetAttachment>""")
+        served = answer.find(".//{*}Attachments/{*}ItemAttachment/{*}MeetingRequest")
+        assert served.find("{*}Subject").text == "Kick-off" and served.find("{*}ItemId") is None
+
+
+def test_control_characters_are_sent_as_character_references(ews):
+    """One control character in a subject used to make the sandbox answer the whole FindItem page
+    with a 500; Exchange sends it as a character reference (``&#x7;``) and exchangelib reads it."""
+    ews.store.add_message(ALICE, "Inbox", subject="Bell \x07 rings", body="esc \x1b[0m end", received="2024-05-08T08:00:00Z",
+                          attachments=[{"name": "odd\x01name.txt", "content": "x"}], **{"from": "carol@client.example"})
+    inbox_id = ews.store.folder(ALICE, "Inbox").folder_id
+    response = requests.post(ews.endpoint, auth=("alice", "alice-pw"), headers={"Content-Type": "text/xml"},
+                             timeout=5, data=SOAP_ENVELOPE.format(body=f"""<m:FindItem Traversal="Shallow">
+      <m:ItemShape><t:BaseShape>Default</t:BaseShape></m:ItemShape>
+      <m:ParentFolderIds><t:FolderId Id="{inbox_id}"/></m:ParentFolderIds></m:FindItem>""").encode())
+    assert response.status_code == 200
+    assert b"<t:Subject>Bell &#x7; rings</t:Subject>" in response.content
+    account = connect(ews)
+    subjects = [m.subject for m in account.inbox.all().only("subject").order_by("datetime_received")]
+    assert subjects == ["Quote request", "RE: Quote for 2024", "Bell \x07 rings"]
+    bell = next(m for m in ews.store.messages(ALICE, "Inbox") if m.subject.startswith("Bell"))
+    item = account.inbox.get(id=bell.item_id)  # GetItem: body and attachment names too
+    assert str(item.body) == "esc \x1b[0m end"
+    assert [a.name for a in item.attachments] == ["odd\x01name.txt"]
+    assert item.attachments[0].content == b"x"

@@ -413,3 +413,84 @@ def test_message_without_message_id_has_an_identity_that_survives_a_move(source_
     assert item.message_id == moved.message_id == ""
     assert email_identity(item) == email_identity(moved)  # keys do not depend on where it is
     assert email_identity(item).endswith("@no-message-id.email-sync>")
+
+
+# -- 9. item kinds: meetings, appointments, receipts, reports, automatic replies (issue 14.4) ---------
+
+ITEM_CLASSES = [
+    "IPM.Note", "IPM.Schedule.Meeting.Request", "IPM.Schedule.Meeting.Resp.Pos", "IPM.Schedule.Meeting.Resp.Neg",
+    "IPM.Schedule.Meeting.Resp.Tent", "IPM.Schedule.Meeting.Canceled", "IPM.Appointment", "REPORT.IPM.Note.IPNRN",
+    "REPORT.IPM.Note.IPNNRN", "REPORT.IPM.Note.DR", "REPORT.IPM.Note.NDR", "IPM.Note.Rules.OofTemplate.Microsoft",
+    "IPM.Note.Rules.ReplyTemplate.Microsoft",
+]
+
+
+def test_item_class_and_auto_submitted_come_through(source_world):
+    """Every kind of item a mail folder holds is read as a MailItem with its class (none is
+    Unreadable, none is presented as a plain note), and the Auto-Submitted header of another
+    server's automatic reply comes with it; the rules skip each with its own reason."""
+    from email_sync.rules.classify import SkipReason, classify, compile_rules
+    from email_sync.rules.settings import JobSettings, Mode, OrgSettings
+
+    entries = [mail(f"kind{n}", T0 + timedelta(minutes=n + 1), item_class=item_class, to=[source_world.mailbox])
+               for n, item_class in enumerate(ITEM_CLASSES)]
+    entries.append(mail("away", T0 + timedelta(minutes=30), to=[source_world.mailbox],
+                        headers=[["Auto-Submitted", "auto-replied"]]))
+    entries.append(mail("robot", T0 + timedelta(minutes=31), to=[source_world.mailbox],
+                        headers=[["Auto-Submitted", "auto-generated"]]))
+    source_world.seed({"Inbox": entries})
+    results, _ = read_all(source_world.source, folder_of(source_world, "Inbox"), T0, T0 + timedelta(hours=1))
+    assert all(isinstance(r, MailItem) for r in results), [r for r in results if not isinstance(r, MailItem)]
+    by_mid = {r.message_id or r.subject: r for r in results}
+    assert len(results) == len(entries)
+    for n, item_class in enumerate(ITEM_CLASSES):
+        item = by_mid.get(f"<kind{n}@client.example>") or by_mid[f"Mail kind{n}"]  # an appointment has no Message-ID
+        assert item.item_class == item_class
+        assert item.subject == f"Mail kind{n}" and item.received_at == T0 + timedelta(minutes=n + 1)
+        assert item.auto_submitted is None
+    assert by_mid["<kind1@client.example>"].sender == Address("carol@client.example", "Carol Client")
+    assert by_mid["<away@client.example>"].auto_submitted == "auto-replied"
+    assert by_mid["<robot@client.example>"].auto_submitted == "auto-generated"
+    assert by_mid["<away@client.example>"].item_class == "IPM.Note"
+
+    rules = compile_rules(JobSettings(mailbox=source_world.mailbox, mode=Mode.ALL, salesforce_user="u"),
+                          OrgSettings(internal_domains=("example.com",)))
+    reasons = [classify(r, rules).reason for r in sorted(results, key=lambda r: r.received_at)]
+    assert reasons == [None, *[SkipReason.MEETING_MESSAGE] * 5, SkipReason.CALENDAR_ITEM, *[SkipReason.RECEIPT] * 3,
+                       SkipReason.NON_DELIVERY_REPORT, SkipReason.AUTOMATIC_REPLY, SkipReason.AUTOMATIC_REPLY,
+                       SkipReason.AUTOMATIC_REPLY, SkipReason.AUTOMATIC_MESSAGE]
+
+
+def test_fetch_returns_item_kinds_too(source_world):
+    ids = source_world.seed({"Inbox": [mail("m", T0 + timedelta(minutes=1), item_class="IPM.Schedule.Meeting.Request"),
+                                       mail("a", T0 + timedelta(minutes=2), item_class="IPM.Appointment")]})["Inbox"]
+    inbox = folder_of(source_world, "Inbox")
+    results = list(source_world.source.fetch([(i, inbox) for i in ids]))
+    assert [(type(r).__name__, r.item_class) for r in results] == [
+        ("MailItem", "IPM.Schedule.Meeting.Request"), ("MailItem", "IPM.Appointment")]
+
+
+# -- 10. attachments as the sender named them; attached items listed (issue 14.10) --------------------
+
+def test_attachment_names_as_given_and_item_attachments_listed(source_world):
+    """The source reports names exactly as the server has them (the rules make the upload name)
+    and lists an attached email as an attachment of kind "item"; file contents still come."""
+    attachments = [
+        {"name": "../../etc/passwd", "content": "root"},
+        {"name": "C:\\x\\y.pdf", "content": "%PDF"},
+        {"item": {"subject": "Original request", "from": "dave@client.example", "to": ["carol@client.example"],
+                  "body": "the forwarded email"}},
+        {"name": "smime.p7s", "content_b64": base64.b64encode(b"\x30\x82sig").decode(),
+         "content_type": "application/pkcs7-signature"},
+    ]
+    source_world.seed({"Inbox": [mail("fwd", T0 + timedelta(minutes=1), attachments=attachments)]})
+    (item,), _ = read_all(source_world.source, folder_of(source_world, "Inbox"), T0, T0 + timedelta(hours=1))
+    by_name = {a.name: a for a in item.attachments}
+    assert set(by_name) == {"../../etc/passwd", "C:\\x\\y.pdf", "Original request", "smime.p7s"}
+    assert [(a.kind, a.is_inline) for a in (by_name["Original request"],)] == [("item", False)]
+    assert by_name["Original request"].size > 0
+    assert {a.kind for n, a in by_name.items() if n != "Original request"} == {"file"}
+    assert by_name["smime.p7s"].content_type == "application/pkcs7-signature"
+    contents = source_world.source.attachment_contents([by_name["../../etc/passwd"].attachment_id,
+                                                        by_name["C:\\x\\y.pdf"].attachment_id])
+    assert contents == [b"root", b"%PDF"]

@@ -35,9 +35,9 @@ ON CONFLICT (job_id, folder) DO UPDATE SET
 
 -- name: claim
 INSERT INTO sync_ledger (idempotency_key, job_id, message_key, item_id, folder, part, parts,
-                         state, attempts, run_id, email_at, updated_at, relations_ok, files_ok)
+                         state, attempts, run_id, email_at, updated_at, relations_ok, files_ok, message_id)
 VALUES (:idempotency_key, :job_id, :message_key, :item_id, :folder, :part, :parts,
-        'claimed', 1, :run_id, :email_at, :now, :relations_ok, :files_ok)
+        'claimed', 1, :run_id, :email_at, :now, :relations_ok, :files_ok, :message_id)
 ON CONFLICT (idempotency_key) DO UPDATE SET
     run_id = excluded.run_id,
     updated_at = excluded.updated_at,
@@ -70,7 +70,15 @@ UPDATE sync_ledger SET state = 'failed', error_code = :error_code, error_message
 WHERE idempotency_key = :idempotency_key AND state <> 'created';
 
 -- name: mark_category
-UPDATE sync_ledger SET category_marked = 1, updated_at = :now
+UPDATE sync_ledger SET category_marked = :marked, updated_at = :now
+WHERE job_id = :job_id AND message_key = :message_key;
+
+-- name: category_missed
+UPDATE sync_ledger SET category_attempts = category_attempts + 1, updated_at = :now
+WHERE job_id = :job_id AND message_key = :message_key;
+
+-- name: relocate
+UPDATE sync_ledger SET item_id = :item_id, updated_at = :now
 WHERE job_id = :job_id AND message_key = :message_key;
 
 -- name: ledger_for_messages
@@ -94,7 +102,7 @@ WHERE job_id = :job_id AND email_at >= :since
   AND (state <> 'created' OR relations_ok = 0 OR files_ok = 0 OR category_marked = 0);
 
 -- name: unmarked
-SELECT DISTINCT message_key, item_id FROM sync_ledger
+SELECT DISTINCT message_key, item_id, message_id, category_attempts FROM sync_ledger
 WHERE job_id = :job_id AND state = 'created' AND category_marked = 0;
 
 -- name: files_for_messages

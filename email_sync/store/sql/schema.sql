@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS sync_ledger (
     category_marked INTEGER      NOT NULL DEFAULT 0,
     relations_ok    INTEGER      NOT NULL DEFAULT 1,  -- every TaskRelation of this Task confirmed
     files_ok        INTEGER      NOT NULL DEFAULT 1,  -- every selected file of the email confirmed
-    created_run_id  VARCHAR(250)                      -- the run whose upsert created the Task
+    created_run_id  VARCHAR(250),                     -- the run whose upsert created the Task
+    message_id      VARCHAR(1000),                    -- to find the email again after a move
+    category_attempts INTEGER    NOT NULL DEFAULT 0   -- runs that could not write the category
 );
 CREATE INDEX IF NOT EXISTS ix_sync_ledger_message ON sync_ledger (job_id, message_key);
 CREATE INDEX IF NOT EXISTS ix_sync_ledger_state ON sync_ledger (job_id, state);
