@@ -52,7 +52,7 @@ import requests
 from email_sync import errors
 from email_sync.crm.base import FileUpload, RecordResult, without_values
 from email_sync.errors import SyncError
-from email_sync.rules.keys import IDEMPOTENCY_FIELD, missing_key_field_message
+from email_sync.rules.keys import IDEMPOTENCY_FIELD, IDEMPOTENCY_KEY_RE, missing_key_field_message
 from email_sync.rules.settings import is_salesforce_user_id
 from email_sync.rules.soql import api_name, build_id_queries, owner_lookup_query
 from email_sync.rules.text import FieldLimit, truncate
@@ -211,6 +211,12 @@ class SalesforceCrm:
             "SELECT Id, ContentDocumentId, PathOnClient, ContentSize, FirstPublishLocationId FROM ContentVersion",
             "FirstPublishLocationId", task_ids, suffix=" AND IsLatest = true")
         return self.query_many(statements)
+
+    def find_tasks(self, keys: Sequence[str]) -> dict[str, str]:
+        """Idempotency key → Task Id of the Tasks that exist with these keys (batched ``IN`` queries)."""
+        statements = build_id_queries(f"SELECT Id, {IDEMPOTENCY_FIELD} FROM Task", IDEMPOTENCY_FIELD, keys,
+                                      valid=IDEMPOTENCY_KEY_RE)
+        return {row[IDEMPOTENCY_FIELD]: row["Id"] for row in self.query_many(statements)}
 
     # -- API allowance -------------------------------------------------------------------------
     def api_usage(self) -> tuple[int, int] | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from email_sync.rules.settings import OrgSettings
 from email_sync.store.state_store import LedgerRow, Outcome, StateStore
 
 
-def filter_mail(ctx: RunContext, store: StateStore, now: datetime) -> dict[str, Any]:
+def filter_mail(ctx: RunContext, store: StateStore) -> dict[str, Any]:
     """Apply every rule that needs no Salesforce data; stage the candidates.
 
     Replies: an inbound reply is recognised against emails this job recorded in the last

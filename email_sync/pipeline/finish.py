@@ -7,15 +7,17 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from email_sync.crm.base import Crm
 from email_sync.errors import SetupProblem
 from email_sync.pipeline.context import MAX_ATTEMPTS, RunContext, job_lease, prune_staging
-from email_sync.pipeline.staging import read_json, read_jsonl, read_mail
+from email_sync.pipeline.reclaim import reclaim_lost_tasks
+from email_sync.pipeline.staging import read_json, read_jsonl, read_mail, without_fields
 from email_sync.rules.schedule import MAX_REACH_DAYS
 from email_sync.sources.base import CategoryTarget, MailSource
 from email_sync.store.state_store import Outcome, StateStore
 
 
-def finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
+def finish(ctx: RunContext, source: Callable[[], MailSource], crm: Callable[[], Crm], store: StateStore,
            step_counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Write the CRM category back, close the run, save the cursors, advance the watermark.
 
@@ -26,6 +28,10 @@ def finish(ctx: RunContext, source: Callable[[], MailSource], store: StateStore,
     the 30-day reach): later runs complete those before new mail.
     """
     with job_lease(ctx, store):
+        # Staged Tasks the store lost since insert (restored to an earlier copy) are taken back
+        # from Salesforce first, so their categories are written and nothing is left unowed.
+        if ctx.path("tasks.jsonl").exists():
+            reclaim_lost_tasks(ctx, crm, store, without_fields(ctx.path("tasks.jsonl")))
         return _finish(ctx, source, store, step_counts)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from email_sync.crm.base import Crm
 from email_sync.pipeline.context import API_USAGE_CACHE, RunContext, job_lease, ledger_by_message, remember_usage
-from email_sync.pipeline.staging import read_jsonl
+from email_sync.pipeline.staging import read_jsonl, without_fields
 from email_sync.store.state_store import LedgerClaim, Outcome, StateStore
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def insert_tasks(ctx: RunContext, crm: Callable[[], Crm], store: StateStore) -> 
     lost state store) is checked against Salesforce first. Refusals are stored per email
     with Salesforce's code and message; the rest goes on, and later runs retry the email.
     """
-    rows = [r for r in _without_fields(ctx.path("tasks.jsonl")) if r["tasks"]]
+    rows = [r for r in without_fields(ctx.path("tasks.jsonl")) if r["tasks"]]
     if not rows:
         return {"tasks_created": 0, "tasks_existing": 0, "salesforce_calls": 0}
     with job_lease(ctx, store):
@@ -111,13 +111,6 @@ def _staged_task_fields(path: Path, done: Iterable[str]) -> Iterator[tuple[str, 
         for task in row["tasks"]:
             if task["key"] not in skip:
                 yield task["key"], task["fields"]
-
-
-def _without_fields(path: Path) -> Iterator[dict[str, Any]]:
-    """Staged Task rows without the Tasks' Salesforce fields: what bookkeeping needs."""
-    for row in read_jsonl(path):
-        row["tasks"] = [{k: v for k, v in task.items() if k != "fields"} for task in row["tasks"]]
-        yield row
 
 
 def _record_results(ctx: RunContext, store: StateStore, rows: list[dict[str, Any]], created: dict[str, str],

@@ -216,6 +216,13 @@ def read_jsonl(path: Path) -> Iterator[Any]:
                 yield json.loads(line)
 
 
+def without_fields(path: Path) -> Iterator[dict[str, Any]]:
+    """Staged Task rows (``tasks.jsonl``) without the Tasks' Salesforce fields: what bookkeeping needs."""
+    for row in read_jsonl(path):
+        row["tasks"] = [{k: v for k, v in task.items() if k != "fields"} for task in row["tasks"]]
+        yield row
+
+
 def encode_candidate(key: str, item_id: str, decision: Decision, task_id: str | None = None) -> dict[str, Any]:
     """A filter decision as a ``candidates.jsonl`` row (no mail content: addresses and flags)."""
     return {"message_key": key, "item_id": item_id, "task_id": task_id,

@@ -17,7 +17,8 @@ from email_sync.pipeline.context import (
     ledger_by_message,
     remember_usage,
 )
-from email_sync.pipeline.staging import read_jsonl
+from email_sync.pipeline.reclaim import reclaim_lost_tasks
+from email_sync.pipeline.staging import without_fields
 from email_sync.sources.base import MailSource
 from email_sync.store.state_store import Outcome, StateStore
 
@@ -41,12 +42,13 @@ def upload_attachments(ctx: RunContext, source: Callable[[], MailSource], crm: C
     mailbox cannot serve costs that file alone: it is reported with its email and reason and
     tried again by later runs, up to ``MAX_ATTEMPTS``.
     """
-    rows = [{"message_key": r["message_key"], "files": r["files"]}  # not the Tasks' fields: memory
-            for r in read_jsonl(ctx.path("tasks.jsonl")) if r["files"]]
+    rows = [{"message_key": r["message_key"], "files": r["files"], "files_only": not r["tasks"]}  # not fields
+            for r in without_fields(ctx.path("tasks.jsonl")) if r["files"]]
     if not rows:
         return {"files_uploaded": 0, "salesforce_calls": 0}
     with job_lease(ctx, store):
-        return _upload(ctx, source, crm, store, rows)
+        reclaimed = reclaim_lost_tasks(ctx, crm, store, without_fields(ctx.path("tasks.jsonl")))
+        return {**_upload(ctx, source, crm, store, rows), **({"tasks_reclaimed": reclaimed} if reclaimed else {})}
 
 
 def _upload(ctx: RunContext, source: Callable[[], MailSource], crm: Callable[[], Crm], store: StateStore,
@@ -91,8 +93,11 @@ def _upload(ctx: RunContext, source: Callable[[], MailSource], crm: Callable[[],
     for batch in _upload_batches(todo, UPLOAD_BATCH_BYTES, UPLOAD_BATCH_FILES):
         counts.update(_upload_batch(ctx, mailbox, client, store, batch, confirmed, failures))
     store.mark_files(ctx.job_id, {k: not (owed.get(k, set()) - confirmed) for k in done_rows})
-    store.record_outcomes(ctx.job_id, ctx.run_id, [Outcome(k, "failed", code, detail)
-                                                   for k, (code, detail) in failures.items()])
+    completed = [r["message_key"] for r in rows if r["files_only"] and r["message_key"] in done_rows
+                 and not (owed.get(r["message_key"], set()) - confirmed)]
+    store.record_outcomes(ctx.job_id, ctx.run_id, [
+        *(Outcome(k, "failed", code, detail) for k, (code, detail) in failures.items()),
+        *(Outcome(k, "recorded", None, "files completed") for k in completed)])
     remember_usage(client, store)
     return {**ints(counts), "salesforce_calls": client.calls, "source_requests": dict(mailbox.requests)}
 

@@ -9,6 +9,7 @@ and Salesforce's external-id field then refuse a second copy.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC
 
 from email_sync.rules.addresses import normalize_address, normalize_message_id
@@ -19,6 +20,7 @@ IDEMPOTENCY_FIELD = "Email_Sync_Key__c"
 # 40 hex characters = 160 bits of SHA-256: collision-free for any mail volume, short
 # enough for a Text(40) external-id field and the ledger's VARCHAR(64) column.
 IDEMPOTENCY_KEY_LENGTH = 40
+IDEMPOTENCY_KEY_RE = re.compile(rf"^[0-9a-f]{{{IDEMPOTENCY_KEY_LENGTH}}}$")
 MESSAGE_KEY_LENGTH = 32
 # Bumping the version changes every key: only do it together with a ledger migration.
 _KEY_VERSION = "email-sync/v1"

@@ -113,16 +113,17 @@ def build_match_queries(
 
 
 def build_id_queries(select: str, field: str, ids: Iterable[str], *, prefix: str = "", suffix: str = "",
-                     limits: SoqlLimits = DEFAULT_LIMITS) -> list[str]:
+                     limits: SoqlLimits = DEFAULT_LIMITS, valid: re.Pattern[str] | None = None) -> list[str]:
     """``{select} WHERE {prefix}{field} IN (...){suffix}`` statements for a set of record Ids.
 
-    Ids are checked (never spliced in unchecked), de-duplicated and sorted; every Id lands in
-    exactly one statement within ``limits``. No Ids, no statement.
+    Ids are checked against ``valid`` (Salesforce Ids unless told otherwise, e.g. our external
+    keys) and never spliced in unchecked, de-duplicated and sorted; every Id lands in exactly
+    one statement within ``limits``. No Ids, no statement.
     """
     values = sorted(set(ids))
     for value in values:
-        if not ID_RE.match(value):
-            raise ValueError("not a Salesforce Id")
+        if not (valid or ID_RE).match(value):
+            raise ValueError("not a Salesforce Id" if valid is None else "not a valid key")
     api_name(field)
 
     def statement(literals: Sequence[str]) -> str:

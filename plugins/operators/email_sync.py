@@ -153,7 +153,7 @@ class FilterByModeOperator(EmailSyncOperator):
     def run_step(self, ctx: RunContext, context: Any) -> dict[str, Any]:
         from email_sync.pipeline.filter import filter_mail
 
-        return filter_mail(ctx, self.state_store(), datetime.now(UTC))
+        return filter_mail(ctx, self.state_store())
 
 
 class MatchRecipientsOperator(EmailSyncOperator):
@@ -200,6 +200,6 @@ class FinishSyncOperator(EmailSyncOperator):
         ti = context["ti"]
         counts = {step: ti.xcom_pull(task_ids=task_id) or {} for step, task_id in STEP_TASK_IDS.items()
                   if step != self.step}
-        summary = finish(ctx, self.mail_source(ctx), self.state_store(), counts)
+        summary = finish(ctx, self.mail_source(ctx), self.crm(ctx), self.state_store(), counts)
         self.log.info("\n%s", format_summary(ctx.job_id, summary))
         return summary

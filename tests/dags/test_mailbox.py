@@ -41,7 +41,7 @@ class Steps:
         counts: dict[str, Any] = {}
         counts["extract"] = extract.extract(self.ctx, self.mail, self.store, None, now)
         between("extract")
-        counts["filter"] = filter_step.filter_mail(self.ctx, self.store, now)
+        counts["filter"] = filter_step.filter_mail(self.ctx, self.store)
         between("filter")
         counts["match"] = match.match(self.ctx, self.crm, self.store)
         between("match")
@@ -49,7 +49,7 @@ class Steps:
         between("insert")
         counts["upload"] = upload.upload_attachments(self.ctx, self.mail, self.crm, self.store)
         between("upload")
-        return finish.finish(self.ctx, self.mail, self.store, counts)
+        return finish.finish(self.ctx, self.mail, self.crm, self.store, counts)
 
 
 def _contact(world) -> str:

@@ -392,6 +392,13 @@ class FakeCrm:
         self._after(failure)
         return results
 
+    def find_tasks(self, keys: Sequence[str]) -> dict[str, str]:
+        wanted = list(keys)
+        failure = self._log("find_tasks", wanted)
+        self.calls += 1 if wanted else 0
+        self._after(failure)
+        return {k: self.org.tasks[k]["Id"] for k in wanted if k in self.org.tasks}
+
     # -- Files ----------------------------------------------------------------------------------
     def find_files(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
         ids = list(task_ids)

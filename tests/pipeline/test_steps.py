@@ -113,7 +113,7 @@ class World:
             if step == "extract":
                 counts[step] = extract(ctx, self.sources, self.store, interval, now)
             elif step == "filter":
-                counts[step] = filter_mail(ctx, self.store, now)
+                counts[step] = filter_mail(ctx, self.store)
             elif step == "match":
                 counts[step] = match(ctx, self.crms, self.store)
             elif step == "insert":
@@ -121,7 +121,7 @@ class World:
             elif step == "upload":
                 counts[step] = upload_attachments(ctx, self.sources, self.crms, self.store)
             elif step == "finish":
-                counts[step] = finish(ctx, self.sources, self.store, {k: v for k, v in counts.items()})
+                counts[step] = finish(ctx, self.sources, self.crms, self.store, {k: v for k, v in counts.items()})
         return counts
 
     def outcomes(self, run_id: str) -> dict[str, Outcome]:
@@ -217,7 +217,7 @@ def test_extract_stages_cursors_that_finish_saves_with_the_watermark(make_world)
     assert world.store.cursors(JOB, "ews") == {}  # until the run ends well
     assert world.store.watermark(JOB) is None
 
-    finish(ctx, world.sources, world.store, counts)
+    finish(ctx, world.sources, world.crms, world.store, counts)
 
     assert world.store.cursors(JOB, "ews") == {"Inbox": end_cursor, "Sent Items": end_cursor}
     assert world.store.watermark(JOB) == NOW
@@ -228,7 +228,7 @@ def test_extract_stages_cursors_that_finish_saves_with_the_watermark(make_world)
     counts2 = {"extract": extract(ctx2, world.sources, world.store, (NOW, later), later)}
     assert counts2["extract"]["window_start"] == NOW.isoformat()
     assert [c.args[3] for c in world.mailbox.calls_to("read_folder")[2:]] == [end_cursor, end_cursor]
-    finish(ctx2, world.sources, world.store, counts2)
+    finish(ctx2, world.sources, world.crms, world.store, counts2)
     assert world.store.cursors(JOB, "ews") == {"Inbox": later.isoformat(), "Sent Items": later.isoformat()}
     assert world.store.watermark(JOB) == later
 
@@ -250,7 +250,7 @@ def test_a_backfill_reads_its_interval_without_cursors_and_moves_nothing(make_wo
     assert [i.item_id for i in read_mail(ctx.path("mail.parquet"))] == ["in-1"]
     assert read_json(ctx.path("window.json"))["cursors"] == {}
 
-    finish(ctx, world.sources, world.store, counts)
+    finish(ctx, world.sources, world.crms, world.store, counts)
 
     assert world.store.cursors(JOB, "ews") == saved
     assert world.store.watermark(JOB) == NOW
