@@ -17,18 +17,7 @@ from hypothesis import strategies as st
 
 from email_sync.rules.config import LIMITS, load_jobs, read_yaml
 
-PROJECT = Path(__file__).resolve().parents[2]
-EXAMPLE = PROJECT / "include" / "email_sync"
-BASE_JOB = {"mode": "all", "mailbox": "u@example.com", "salesforce_user": "u@example.com"}
-
-
-def write_config(root: Path, policy: str | None, jobs: dict[str, str]) -> Path:
-    (root / "jobs").mkdir(parents=True, exist_ok=True)
-    if policy is not None:
-        (root / "policy.yaml").write_text(policy)
-    for name, text in jobs.items():
-        (root / "jobs" / name).write_text(text)
-    return root
+from tests.core.test_config import BASE_JOB, EXAMPLE, PROJECT, write_config  # noqa: F401  (one home)
 
 
 def job(mailbox: str, **settings_: Any) -> str:
